@@ -1,0 +1,143 @@
+"""The typed configuration: every key a recipe or a `key=value` override may set.
+
+Defaults here are neutral; the recipes under recipes/ set (and cite) the
+paper values. A key that is not a field below is an error (DESIGN.md §Contract).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class MethodConfig:
+    name: Literal["mocov2", "mocov3"] = "mocov3"
+    temperature: float = 0.2
+    momentum: float = 0.99  # key-encoder EMA (v3: start of the cosine to momentum_end)
+    momentum_end: Optional[float] = None  # null = constant momentum (MoCo-v2)
+    # MoCo-v2
+    queue_size: int = 4096
+    symmetric: bool = False
+    bn_splits: int = 8  # one-process stand-in for shuffle-BN (official CIFAR demo)
+    # heads
+    proj_hidden: int = 2048
+    proj_out: int = 128
+    proj_layers: int = 2
+    pred_hidden: int = 4096  # MoCo-v3 only
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["resnet18", "resnet50", "vit_tiny", "vit_small"] = "resnet18"
+    width: float = 1.0  # ResNet channel multiplier (0.25 = quarter width, for CPUs)
+    cifar_stem: Optional[bool] = None  # null = auto (image_size <= 64)
+    zero_init_residual: bool = False
+    patch_size: Optional[int] = None  # ViT; null = image_size // 8 (4 at 32 px, 16 at 224... see backbones)
+    vit_depth: Optional[int] = None  # ViT; null = 12
+    freeze_patch_embed: bool = False  # MoCo-v3's --stop-grad-conv1 for ViT
+
+
+@dataclass
+class BatchFormerConfig:
+    enabled: bool = False
+    position: Literal["post_projector", "pre_projector"] = "post_projector"
+    scope: Literal["local", "global"] = "local"
+    trainable: bool = True
+    layers: int = 1
+    heads: int = 4
+    dropout: float = 0.5
+    ffn_dim: Optional[int] = None  # null = the feature dimension, as the authors' layer
+    norm_first: bool = False  # pre-norm layer instead of the authors' post-norm
+    loss_weight: float = 1.0
+    lr_scale: float = 1.0
+    detach: bool = False  # stop the BF stream's gradient into backbone/projector
+    mask_self: bool = False  # attention may not look at the sample itself
+    start_epoch: float = 0.0  # the BF term joins the loss after this many epochs
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["cifar10", "cifar100", "stl10", "imagefolder"] = "cifar10"
+    root: str = "data/cifar10"
+    subset: Optional[int] = None
+    image_size: int = 32
+    num_workers: Optional[int] = None  # null = auto
+    cache_gb: float = 8.0  # decode into memory when the decoded set fits (0 = never)
+    download: bool = False
+    strict: bool = False  # a corrupt image is an error instead of being replaced
+
+
+@dataclass
+class AugConfig:
+    min_scale: float = 0.2
+    cj_strength: float = 1.0
+    blur: bool = True  # the method's Gaussian-blur probabilities, or none
+    solarize: bool = True  # MoCo-v3's solarisation on view 2, or none
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 256  # global, across processes and accumulation steps
+    max_steps: Optional[int] = None
+    output_dir: str = "runs/default"
+    seed: int = 0
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    resume: Optional[str] = None  # null | auto | PATH
+    optimizer: Literal["sgd", "lars", "adamw"] = "sgd"
+    lr: float = 0.03  # per 256 samples: lr = lr * batch_size / 256
+    weight_decay: float = 1e-4
+    sgd_momentum: float = 0.9
+    lars_eta: float = 0.001
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    exclude_norm_bias: bool = False  # no weight decay / LARS scaling on BN and biases
+    warmup_epochs: float = 0.0
+    accumulate: int = 1
+    checkpoint_every: int = 0  # steps between extra checkpoints (0 = epoch ends only)
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    channels_last: bool = False
+    compile: bool = False
+    threads: Optional[int] = None  # null = every core this process may use
+    on_nan: Literal["stop", "skip"] = "stop"
+
+
+@dataclass
+class KnnConfig:
+    every: int = 0
+    k: list[int] = field(default_factory=lambda: [20, 200])
+    temperature: float = 0.1
+    test_subset: Optional[int] = None
+    batch_size: int = 512
+
+
+@dataclass
+class LinearConfig:
+    mode: Literal["cached", "standard"] = "cached"
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 30.0
+    weight_decay: float = 0.0
+    schedule: Literal["step", "cosine"] = "step"
+    milestones: list[int] = field(default_factory=lambda: [60, 80])
+    copies: int = 1  # augmented copies of the train set in cached mode (1 = plain)
+
+
+@dataclass
+class LogConfig:
+    with_: Literal["none", "tensorboard", "wandb"] = "none"
+    project: str = "ssl_bf"
+
+
+@dataclass
+class Config:
+    method: MethodConfig = field(default_factory=MethodConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    bf: BatchFormerConfig = field(default_factory=BatchFormerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    linear: LinearConfig = field(default_factory=LinearConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    recipe: Optional[str] = None  # the recipe this config was built from

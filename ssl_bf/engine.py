@@ -1,0 +1,256 @@
+"""The pretraining loop: accelerate's prepare / backward idiom around a MoCo method.
+
+One optimizer step = one global batch (train.batch_size samples over all
+processes and accumulation steps). Schedules are per step; checkpoints are
+written at epoch ends (and every train.checkpoint_every steps) and restore
+everything - model, key encoder, queue, optimizer, position in the epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ssl_bf.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from ssl_bf.collapse import CollapseWatch
+from ssl_bf.config import save_config
+from ssl_bf.config_schema import Config
+from ssl_bf.data.pipeline import build_source, default_workers, pretrain_loader
+from ssl_bf.errors import UsageError
+from ssl_bf.export import BACKBONE_FILE, export_backbone
+from ssl_bf.methods import build_method
+from ssl_bf.optim import base_lr, build_optimizer, set_lr
+from ssl_bf.run_log import MetricsLog
+from ssl_bf.runtime import local_processes, make_accelerator, seed_step, set_threads
+from ssl_bf.schedules import lr_at, momentum_at
+from ssl_bf.step_stats import StepStats
+from ssl_bf.stop_signals import StopSignals
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch in progress
+    step_in_epoch: int = 0
+    nan_skips: int = 0
+    replaced_images: int = 0
+    train_seconds: float = 0.0  # wall time spent training before this launch
+
+
+@dataclass
+class Plan:
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    bf_start_step: int
+
+
+# A monitor runs at epoch ends on every process: (trainer, epoch) -> metrics or None.
+Monitor = Callable[["Trainer", int], "dict | None"]
+
+
+class Trainer:
+    def __init__(self, cfg: Config, monitors: tuple[Monitor, ...] = ()):
+        self.cfg, self.monitors = cfg, monitors
+        self.out = Path(cfg.train.output_dir)
+        self.acc = make_accelerator(cfg, find_unused=cfg.bf.enabled and cfg.bf.start_epoch > 0)
+        self.threads = set_threads(cfg, self.acc)
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.source = build_source(cfg.data, "pretrain", cfg.data.subset)
+        self.plan = self._plan()
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
+        self.method = build_method(cfg, self.world)
+        if cfg.train.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(cfg, self.method)
+        self.state = self._resume()
+        self.model, self.optimizer = self.acc.prepare(self.method, self.optimizer)
+        if cfg.train.compile:
+            self.model = torch.compile(self.model)
+        self.log = MetricsLog(self.out / "metrics.jsonl", enabled=self.acc.is_main_process)
+        self.watch = CollapseWatch(self.method.chance_loss(), self.plan.total_steps)
+        self.stats = StepStats(self.acc)
+        self.signals = StopSignals()
+
+    # --- set-up -------------------------------------------------------------
+
+    def _plan(self) -> Plan:
+        t, n = self.cfg.train, len(self.source)
+        if t.batch_size % (self.world * t.accumulate):
+            raise UsageError(f"train.batch_size: {t.batch_size} does not divide into {self.world} "
+                             f"processes x {t.accumulate} accumulation steps")
+        if t.batch_size > n:
+            raise UsageError(f"train.batch_size: {t.batch_size} is larger than the data set "
+                             f"({n} images at {self.cfg.data.root})")
+        micro = t.batch_size // (self.world * t.accumulate)
+        if self.cfg.method.name == "mocov2" and self.world == 1 and micro % self.cfg.method.bn_splits:
+            raise UsageError(f"method.bn_splits: {self.cfg.method.bn_splits} does not divide the "
+                             f"per-process batch {micro}")
+        spe = n // t.batch_size
+        total = spe * t.epochs if t.max_steps is None else min(t.max_steps, spe * t.epochs)
+        return Plan(spe, total, round(t.warmup_epochs * spe), round(self.cfg.bf.start_epoch * spe))
+
+    def _resume(self) -> TrainState:
+        path = resolve_resume(self.cfg.train.resume, self.out)
+        if path is None:
+            if self.cfg.train.resume is None and (self.out / "checkpoints").exists():
+                raise UsageError(f"train.output_dir: {self.out} already holds a run; continue it "
+                                 "with train.resume=auto or choose another train.output_dir")
+            return TrainState()
+        model_state, optimizer_state, trainer_state = load_checkpoint(path)
+        missing, unexpected = self.method.load_state_dict(model_state, strict=False)
+        if missing or unexpected:
+            raise UsageError(f"train.resume: {path} does not match this model "
+                             f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+        self.optimizer.load_state_dict(optimizer_state)
+        known = TrainState.__dataclass_fields__
+        state = TrainState(**{k: v for k, v in trainer_state.items() if k in known})
+        if self.acc.is_main_process:
+            print(f"resuming from {path} at step {state.step} (epoch {state.epoch})", flush=True)
+        return state
+
+    # --- the loop -------------------------------------------------------------
+
+    def fit(self) -> Path:
+        if self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out / "config.yaml")
+            self.log.truncate_after(self.state.step)
+        self.acc.wait_for_everyone()
+        self.started = time.time()
+        with self.signals, self._progress() as bar:
+            while self.state.step < self.plan.total_steps and not self.signals.stop:
+                self._run_epoch(bar)
+        if self.signals.stop:
+            self._checkpoint()
+            self._say(f"stopped by {self.signals.name} at step {self.state.step}; "
+                      "continue with train.resume=auto")
+            return self.out
+        self._finish()
+        return self.out
+
+    def _run_epoch(self, bar) -> None:
+        s, cfg = self.state, self.cfg
+        workers = default_workers(cfg.data, local_processes())
+        loader = pretrain_loader(cfg, self.source, self.rank, self.world, s.epoch,
+                                 s.step_in_epoch, workers)
+        batches = iter(loader)
+        epoch_end = s.step - s.step_in_epoch + self.plan.steps_per_epoch
+        while s.step < min(epoch_end, self.plan.total_steps) and not self.signals.stop:
+            micro = [next(batches) for _ in range(cfg.train.accumulate)]
+            self._train_step(micro)
+            bar.update(1)
+            if cfg.train.checkpoint_every and s.step % cfg.train.checkpoint_every == 0:
+                self._checkpoint()
+        if s.step_in_epoch >= self.plan.steps_per_epoch:
+            s.epoch, s.step_in_epoch = s.epoch + 1, 0
+            self._checkpoint()
+            self._run_monitors(s.epoch)
+
+    def _train_step(self, micro: list) -> None:
+        s, cfg = self.state, self.cfg
+        seed_step(cfg.train.seed, s.step, self.rank)
+        set_lr(self.optimizer, lr_at(s.step, self.plan.total_steps, self.plan.warmup_steps,
+                                     base_lr(cfg)))
+        bf_on = s.step >= self.plan.bf_start_step
+        outputs = []
+        for i, (v1, v2, _, replaced) in enumerate(micro):
+            last = i == len(micro) - 1
+            sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
+            with sync:
+                out = self.model(self._to_device(v1), self._to_device(v2), bf_on=bf_on)
+                self.acc.backward(out["loss"] / len(micro))
+            outputs.append(out)
+            s.replaced_images += int(replaced.sum())
+        finite, stop = self.stats.flags(outputs, self.signals.stop)
+        self.signals.stop = stop
+        if not finite:
+            self._on_nonfinite(outputs)
+        else:
+            self.optimizer.step()
+            self.method.update_key_encoder(momentum_at(s.step + 1, self.plan.total_steps,
+                                                       cfg.method.momentum, cfg.method.momentum_end))
+        self.optimizer.zero_grad(set_to_none=True)
+        s.step, s.step_in_epoch = s.step + 1, s.step_in_epoch + 1
+        self.stats.add(outputs)
+        if s.step % cfg.train.log_every == 0 or s.step == self.plan.total_steps:
+            self._log_train()
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.acc.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
+
+    def _on_nonfinite(self, outputs: list) -> None:
+        s = self.state
+        if self.cfg.train.on_nan == "skip":
+            s.nan_skips += 1
+            self._say(f"warning: non-finite loss at step {s.step}: step skipped "
+                      f"({s.nan_skips} so far)")
+            return
+        raise UsageError(f"non-finite loss ({outputs[-1]['loss'].item()}) at step {s.step}; "
+                         "the last checkpoint is untouched (lower train.lr, or train.on_nan=skip)")
+
+    # --- logging, checkpoints, monitors -----------------------------------------
+
+    def _log_train(self) -> None:
+        s, cfg = self.state, self.cfg
+        row = self.stats.summary(cfg.train.batch_size)
+        collapsed = self.watch.update(s.step, row["spread"], row["loss_plain"])
+        elapsed = s.train_seconds + time.time() - self.started
+        row = {"step": s.step, "epoch": round(s.step / self.plan.steps_per_epoch, 4),
+               **row, "lr": self.optimizer.param_groups[0]["lr"], "time": round(elapsed, 2)}
+        if collapsed:
+            row["collapse"] = True
+            self._say(self.watch.message(s.step, row["spread"], row["loss_plain"]))
+        if s.nan_skips:
+            row["nan_skips"] = s.nan_skips
+        if s.replaced_images:
+            row["replaced_images"] = s.replaced_images
+        self.log.write(row)
+        self.bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}",
+                             sps=f"{row['samples_per_s']:.0f}", refresh=False)
+
+    def _checkpoint(self) -> None:
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            state = asdict(self.state)
+            state["train_seconds"] = self.state.train_seconds + time.time() - self.started
+            state["world_size"] = self.world
+            save_checkpoint(self.out / "checkpoints", self.state.step, self.method.state_dict(),
+                            self.optimizer.state_dict(), state, self.cfg.train.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    def _run_monitors(self, epoch: int) -> None:
+        for monitor in self.monitors:
+            row = monitor(self, epoch)
+            if row:
+                self.log.write({"step": self.state.step, "epoch": epoch, **row})
+                if "knn_top1" in row:
+                    self.bar.set_postfix(knn=f"{row['knn_top1']:.2f}", refresh=False)
+
+    def _finish(self) -> None:
+        if self.state.step_in_epoch:  # stopped by max_steps inside an epoch
+            self._checkpoint()
+            self._run_monitors(self.state.epoch)
+        if self.acc.is_main_process:
+            export_backbone(self.method.backbone, self.cfg.model, self.cfg.data.image_size,
+                            self.out / BACKBONE_FILE)
+        self.acc.wait_for_everyone()
+        self._say(f"done: {self.state.step} steps; backbone at {self.out / BACKBONE_FILE}")
+        self.acc.end_training()
+
+    def _progress(self):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.plan.total_steps, initial=self.state.step, unit="step",
+                        disable=not self.acc.is_main_process, dynamic_ncols=True, mininterval=1.0)
+        return self.bar
+
+    def _say(self, message: str) -> None:
+        if self.acc.is_main_process:
+            self.bar.write(message) if hasattr(self, "bar") else print(message, flush=True)

@@ -1,0 +1,42 @@
+"""Usage errors: bad input that must end a CLI with exit code 2 and one line.
+
+DESIGN.md §Contract: an unknown key, a wrong type, a missing recipe or data set
+exits 2 with a single stderr line starting with ``error:`` - never a traceback.
+Library code raises :class:`UsageError`; only the CLI entry points turn it into
+the exit, so the library stays usable (and testable) from Python.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import sys
+from typing import Callable, Iterable, TypeVar
+
+R = TypeVar("R")
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad user input (config, paths, data). The message is one line, no prefix."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def exit_on_usage_error(main: Callable[..., R]) -> Callable[..., R]:
+    """Decorate a CLI main: a UsageError becomes `error: ...` on stderr and exit 2."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UsageError as err:
+            message = " ".join(str(err).split())  # guarantee a single line
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USAGE) from None
+
+    return wrapped

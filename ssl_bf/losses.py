@@ -1,0 +1,61 @@
+"""Contrastive losses as pure functions (no torch.distributed inside).
+
+The caller gathers keys across processes and passes the rank offset, so each
+loss can be checked against a naive formula on one CPU. Logits are computed in
+float32 whatever the autocast dtype: a bf16 softmax over 4k+ logits at T=0.1
+loses the small differences the loss lives on.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
+                   temperature: float) -> torch.Tensor:
+    """MoCo-v1/v2 InfoNCE (He et al. 2020, Eq. 1).
+
+    q, k: (B, d) L2-normalised queries and their positive keys; queue: (K, d)
+    L2-normalised negatives. logits = [q.k+, q.queue] / T with label 0.
+    Returns the mean loss over the B queries.
+    """
+    q, k, queue = q.float(), k.float(), queue.float()
+    positive = (q * k).sum(dim=1, keepdim=True)
+    negatives = q @ queue.T
+    logits = torch.cat([positive, negatives], dim=1) / temperature
+    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, labels)
+
+
+def mocov3_contrastive(q: torch.Tensor, k_all: torch.Tensor, offset: int,
+                       temperature: float) -> torch.Tensor:
+    """MoCo-v3 ctr(q, k) (Chen et al. 2021, Alg. 1): CE(q.k_all^T / T, positives) * 2T.
+
+    q: (B, d) this process's queries; k_all: (N, d) keys from every process
+    (this process's at rows offset..offset+B); both are L2-normalised here.
+    The 2T factor makes the loss scale independent of T, as in the official code.
+    """
+    q = F.normalize(q.float(), dim=1)
+    k_all = F.normalize(k_all.float(), dim=1)
+    logits = q @ k_all.T / temperature
+    labels = torch.arange(q.shape[0], device=q.device) + offset
+    return F.cross_entropy(logits, labels) * (2 * temperature)
+
+
+def combine_streams(plain: torch.Tensor, bf: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """(L_plain + w * L_bf) / (1 + w): the BatchFormer term on the scale of one loss."""
+    if bf is None:
+        return plain
+    return (plain + weight * bf) / (1.0 + weight)
+
+
+def chance_loss_queue(queue_size: int) -> float:
+    """InfoNCE when every logit is equal: ln(K + 1), the collapse plateau."""
+    return math.log(queue_size + 1)
+
+
+def chance_loss_mocov3(num_keys: int, temperature: float) -> float:
+    """Symmetric MoCo-v3 loss with equal logits: 2 terms * ln(N) * 2T."""
+    return 2 * math.log(num_keys) * 2 * temperature

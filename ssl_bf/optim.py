@@ -1,0 +1,56 @@
+"""Optimizers and their parameter groups.
+
+lr = train.lr * global batch / 256 (Goyal et al. 2017's linear scaling, as both
+MoCo codes do). Groups: weights; BN parameters and biases (no weight decay and,
+under LARS, no trust-ratio scaling when train.exclude_norm_bias - MoCo-v3's
+optimizer.py); BatchFormer (lr * bf.lr_scale). Each group keeps an `lr_scale`
+that the per-step schedule multiplies in. Frozen parameters (the key encoder,
+a fixed BatchFormer) are left out.
+"""
+from __future__ import annotations
+
+import torch
+from lightly.utils.lars import LARS
+from torch import nn
+
+from ssl_bf.config_schema import Config
+
+
+def base_lr(cfg: Config) -> float:
+    return cfg.train.lr * cfg.train.batch_size / 256
+
+
+def param_groups(cfg: Config, model: nn.Module) -> list[dict]:
+    t = cfg.train
+    buckets: dict[str, list] = {"weights": [], "norm_bias": [], "batchformer": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("query.bf."):
+            buckets["batchformer"].append(p)
+        elif t.exclude_norm_bias and p.ndim <= 1:
+            buckets["norm_bias"].append(p)
+        else:
+            buckets["weights"].append(p)
+    settings = {"weights": (1.0, t.weight_decay),
+                "norm_bias": (1.0, 0.0),
+                "batchformer": (cfg.bf.lr_scale, t.weight_decay)}
+    return [{"params": ps, "name": n, "lr_scale": settings[n][0], "weight_decay": settings[n][1]}
+            for n, ps in buckets.items() if ps]
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    t, groups, lr = cfg.train, param_groups(cfg, model), base_lr(cfg)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "lars":
+        # lightly's LARS skips trust-ratio scaling for groups with weight_decay 0,
+        # which is MoCo-v3's exclusion of BN and bias parameters.
+        return LARS(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay,
+                    trust_coefficient=t.lars_eta)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]

@@ -1,0 +1,62 @@
+"""Split BatchNorm: one process imitating the per-GPU BatchNorm of shuffle-BN.
+
+MoCo's keys must not share BatchNorm statistics with their queries' batch
+(He et al. 2020 §3.3): on several GPUs shuffle-BN does this; on one device the
+official CIFAR demo splits the batch into groups that are normalised apart.
+lightly's SplitBatchNorm stores running stats of size C*splits, which changes
+the state-dict shapes; this one keeps BatchNorm2d's names and shapes, so a
+backbone trained with it loads strictly into plain torchvision.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SplitBatchNorm2d(nn.Module):
+    """BatchNorm2d whose training statistics are taken over `splits` sub-batches.
+
+    Shapes: (N, C, H, W) -> (N, C, H, W); N must be divisible by `splits`.
+    In eval mode it is an ordinary BatchNorm2d with the averaged running stats.
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d, splits: int):
+        super().__init__()
+        self.splits, self.eps, self.momentum = splits, bn.eps, bn.momentum
+        self.num_features = bn.num_features
+        self.weight = nn.Parameter(bn.weight.detach().clone(), requires_grad=bn.weight.requires_grad)
+        self.bias = nn.Parameter(bn.bias.detach().clone(), requires_grad=bn.bias.requires_grad)
+        self.register_buffer("running_mean", bn.running_mean.detach().clone())
+        self.register_buffer("running_var", bn.running_var.detach().clone())
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight,
+                                self.bias, False, 0.0, self.eps)
+        n, c, h, w = x.shape
+        g = self.splits
+        if n % g:
+            raise ValueError(f"SplitBatchNorm2d: batch {n} is not divisible by {g} splits")
+        # (N, C, H, W) -> (N/g, g*C, H, W): channel j of group i normalised alone.
+        grouped = x.view(g, n // g, c, h, w).transpose(0, 1).reshape(n // g, g * c, h, w)
+        mean = self.running_mean.repeat(g)
+        var = self.running_var.repeat(g)
+        out = F.batch_norm(grouped, mean, var, self.weight.repeat(g), self.bias.repeat(g),
+                           True, self.momentum, self.eps)
+        with torch.no_grad():  # keep one running average: the mean over the groups
+            self.running_mean.copy_(mean.view(g, c).mean(0))
+            self.running_var.copy_(var.view(g, c).mean(0))
+            self.num_batches_tracked.add_(1)
+        return out.view(n // g, g, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+
+
+def convert_split_bn(module: nn.Module, splits: int) -> nn.Module:
+    """Replace every BatchNorm2d inside `module` (in place) by a SplitBatchNorm2d."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, SplitBatchNorm2d(child, splits))
+        else:
+            convert_split_bn(child, splits)
+    return module
