@@ -27,7 +27,9 @@ class CollapseWatch:
                  min_spread: float = 0.1, loss_tolerance: float = 0.01):
         self.chance, self.patience = chance_loss, patience
         self.min_spread, self.tolerance = min_spread, loss_tolerance
-        self.grace = max(1, total_steps // 20)  # the first 5% of steps may look like anything
+        # Early training may look like anything (MoCo-v2's spread dips while the
+        # queue still holds random keys): judge only after 10% of the run or 200 steps.
+        self.grace = min(total_steps, max(200, total_steps // 10))
         self.strikes, self.collapsed = 0, False
 
     def update(self, step: int, spread_value: float, loss: float) -> bool:

@@ -20,7 +20,10 @@ def make_accelerator(cfg: Config, find_unused: bool = False) -> Accelerator:
     # included. The queue is identical on all ranks by construction (gathered
     # keys); BN running stats stay per-rank, as with SyncBN off in MoCo's code.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=find_unused)
-    return Accelerator(mixed_precision=cfg.train.precision, kwargs_handlers=[ddp])
+    # cpu=True on a machine without CUDA: only then does accelerate turn a
+    # multi-process launch into gloo DDP (else every process runs alone).
+    return Accelerator(mixed_precision=cfg.train.precision, kwargs_handlers=[ddp],
+                       cpu=not torch.cuda.is_available())
 
 
 def local_processes() -> int:
