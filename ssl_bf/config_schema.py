@@ -50,7 +50,7 @@ class BatchFormerConfig:
     norm_first: bool = False  # pre-norm layer instead of the authors' post-norm
     loss_weight: float = 1.0
     lr_scale: float = 1.0
-    detach: bool = False  # stop the BF stream's gradient into backbone/projector
+    detach: bool = False  # stop the BF stream's gradient into the encoder (a shared BN head still couples)
     mask_self: bool = False  # attention may not look at the sample itself
     start_epoch: float = 0.0  # the BF term joins the loss after this many epochs
 

@@ -1,0 +1,59 @@
+"""BatchFormer: attention across the batch, checked against a hand-written layer."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ssl_bf.batchformer import BatchFormer
+
+
+def naive_post_norm_layer(layer, x, mask_self):
+    """One TransformerEncoderLayer (post-norm, ReLU) over the sequence x (B, d), by hand."""
+    d = x.shape[1]
+    heads = layer.self_attn.num_heads
+    w_q, w_k, w_v = layer.self_attn.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = layer.self_attn.in_proj_bias.chunk(3)
+    q, k, v = x @ w_q.T + b_q, x @ w_k.T + b_k, x @ w_v.T + b_v
+    hd = d // heads
+    outs = []
+    for h in range(heads):
+        sl = slice(h * hd, (h + 1) * hd)
+        scores = q[:, sl] @ k[:, sl].T / math.sqrt(hd)
+        if mask_self:
+            scores = scores - torch.eye(x.shape[0]) * 1e9
+        outs.append(torch.softmax(scores, dim=1) @ v[:, sl])
+    attn = torch.cat(outs, dim=1) @ layer.self_attn.out_proj.weight.T + layer.self_attn.out_proj.bias
+    h1 = F.layer_norm(x + attn, (d,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
+    ff = F.relu(h1 @ layer.linear1.weight.T + layer.linear1.bias) @ layer.linear2.weight.T + layer.linear2.bias
+    return F.layer_norm(h1 + ff, (d,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+
+
+def test_matches_a_hand_written_layer_over_the_batch():
+    torch.manual_seed(0)
+    for mask_self in (False, True):
+        bf = BatchFormer(8, heads=4, dropout=0.5, mask_self=mask_self).eval()
+        x = torch.randn(5, 8)
+        expected = naive_post_norm_layer(bf.encoder.layers[0], x, mask_self)
+        assert torch.allclose(bf(x), expected, atol=1e-5), mask_self
+
+
+def test_each_output_depends_on_the_other_samples():
+    torch.manual_seed(1)
+    bf = BatchFormer(8, dropout=0.0).eval()
+    x = torch.randn(4, 8)
+    y = x.clone()
+    y[3] += 1.0
+    out_x, out_y = bf(x), bf(y)
+    assert not torch.allclose(out_x[0], out_y[0])  # sample 0 sees sample 3
+    perm = torch.tensor([2, 0, 3, 1])
+    assert torch.allclose(bf(x[perm]), out_x[perm], atol=1e-5)  # no positional encoding
+
+
+def test_defaults_are_the_authors_layer():
+    bf = BatchFormer(16)
+    layer = bf.encoder.layers[0]
+    assert layer.self_attn.num_heads == 4
+    assert layer.linear1.out_features == 16  # dim_feedforward = d
+    assert layer.dropout.p == 0.5 and not layer.norm_first
