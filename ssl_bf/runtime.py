@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -10,6 +11,11 @@ from ssl_bf.config_schema import Config
 from ssl_bf.data.images import cpu_threads
 from ssl_bf.data.pipeline import mix_seed
 from ssl_bf.errors import UsageError
+
+
+# accelerate >= 1.13 deprecates broadcast_buffers but itself advises keeping it
+# for rank-local buffers until init_sync_buffers exists; it is deliberate here.
+warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
 
 
 def make_accelerator(cfg: Config, find_unused: bool = False) -> Accelerator:

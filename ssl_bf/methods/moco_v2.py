@@ -68,4 +68,4 @@ class MoCoV2(nn.Module):
         return {"loss": combine_streams(losses[0], bf_loss, self.bf_weight),
                 "loss_plain": losses[0].detach(),
                 "loss_bf": None if bf_loss is None else bf_loss.detach(),
-                "q": q.detach()}
+                "q": q.detach(), "keys": k2}
