@@ -1,0 +1,64 @@
+"""kNN top-1 of a backbone: `python eval/knn.py checkpoint=RUN_DIR|FILE.safetensors|random [key=value ...]`.
+
+    python eval/knn.py checkpoint=runs/mocov3_bf
+    python eval/knn.py checkpoint=backbone.safetensors recipe=mocov3 data.root=data/cifar10
+    python eval/knn.py checkpoint=random recipe=mocov3 knn.k=[10,20,200] knn.test_subset=2000
+
+Bank = the labelled train split (data.subset applies), queries = the test split
+(knn.test_subset caps it). Prints a table, then one JSON line: `knn_top1` is the
+top-1 (percent) at the last k of knn.k - the number the pretraining monitor logs.
+Several processes (`accelerate launch`) share the feature extraction.
+"""
+import json
+import os
+import sys
+
+if __name__ == "__main__":
+    # Run by path, Python puts eval/ first on sys.path; the repository root belongs there.
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0]) == here:
+        sys.path[0] = os.path.dirname(here)
+
+from ssl_bf.errors import exit_on_usage_error  # noqa: E402
+
+
+def table(target, cfg, row: dict, bank: int, queries: int, dim: int) -> str:
+    lines = [f"kNN (Wu et al. 2018): weighted vote exp(s/T), T={cfg.knn.temperature}",
+             f"checkpoint  {target.name}",
+             f"backbone    {cfg.model.backbone} (width {cfg.model.width}), {cfg.data.image_size} px, "
+             f"{dim}-d features",
+             f"bank        {bank} train images of {cfg.data.root}",
+             f"queries     {queries} test images",
+             f"{'k':>6}  {'top-1':>7}  {'top-5':>7}"]
+    lines += [f"{k:>6}  {row[f'knn_top1_k{k}']:7.2f}  {row[f'knn_top5_k{k}']:7.2f}" for k in cfg.knn.k]
+    lines.append(f"time        {row['knn_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> int:
+    from ssl_bf.data.pipeline import default_workers
+    from ssl_bf.evaluation.features import eval_loader
+    from ssl_bf.evaluation.load import load_target
+    from ssl_bf.evaluation.monitor import knn_datasets, knn_evaluate
+    from ssl_bf.evaluation.splits import num_classes
+    from ssl_bf.runtime import local_processes, make_accelerator, set_threads
+
+    target = load_target(sys.argv[1:] if argv is None else argv)
+    cfg = target.cfg
+    acc = make_accelerator(cfg)
+    set_threads(cfg, acc)
+    datasets = knn_datasets(cfg)
+    workers = default_workers(cfg.data, local_processes())
+    loaders = [eval_loader(ds, acc, cfg.knn.batch_size, workers) for ds in datasets]
+    backbone = target.backbone.to(acc.device)
+    row = knn_evaluate(cfg, backbone, acc, loaders, num_classes(*datasets))
+    if acc.is_main_process:
+        print(table(target, cfg, row, len(datasets[0]), len(datasets[1]), backbone.dim))
+        print(json.dumps(row), flush=True)
+    acc.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

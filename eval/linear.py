@@ -1,0 +1,67 @@
+"""Linear probe of a backbone: `accelerate launch eval/linear.py checkpoint=... [key=value ...]`.
+
+    accelerate launch eval/linear.py checkpoint=runs/mocov3_bf                    # linear.mode=cached
+    accelerate launch eval/linear.py checkpoint=runs/mocov3_bf linear.mode=standard
+    accelerate launch --multi_gpu --num_processes 2 eval/linear.py checkpoint=random recipe=mocov3
+
+`checkpoint=` as in eval/knn.py. The probe trains on the labelled train split
+(data.subset applies) and is scored on the test split; settings come from the
+linear.* keys of the run's recipe (override any of them). Prints the epochs and a
+table, then one JSON line {"linear_top1": ..., "linear_top5": ...} (percent).
+Raises if any backbone weight or BatchNorm statistic moved during the probe.
+"""
+import json
+import os
+import sys
+
+if __name__ == "__main__":
+    # Run by path, Python puts eval/ first on sys.path; the repository root belongs there.
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0]) == here:
+        sys.path[0] = os.path.dirname(here)
+
+from ssl_bf.errors import exit_on_usage_error  # noqa: E402
+
+
+def table(target, cfg, row: dict, train: int, test: int, processes: int) -> str:
+    lin = cfg.linear
+    schedule = f"step at {lin.milestones}" if lin.schedule == "step" else "cosine"
+    return "\n".join([
+        f"linear probe ({lin.mode}{f', {lin.copies} copies' if lin.mode == 'cached' else ''}), "
+        f"{processes} process(es)",
+        f"checkpoint  {target.name}",
+        f"backbone    {cfg.model.backbone} (width {cfg.model.width}), {cfg.data.image_size} px, frozen",
+        f"data        {train} train / {test} test images of {cfg.data.root}",
+        f"optimizer   SGD lr {lin.lr} per 256 (batch {lin.batch_size}), {schedule}, "
+        f"{lin.epochs} epochs, wd {lin.weight_decay}",
+        f"top-1       {row['linear_top1']:.2f}",
+        f"top-5       {row['linear_top5']:.2f}",
+        f"time        extract {row['extract_seconds']:.1f} s, train {row['train_seconds']:.1f} s"])
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> int:
+    from ssl_bf.data.pipeline import default_workers
+    from ssl_bf.evaluation.linear import linear_probe
+    from ssl_bf.evaluation.load import load_target
+    from ssl_bf.evaluation.splits import labelled_splits, num_classes
+    from ssl_bf.runtime import local_processes, make_accelerator, set_threads
+
+    target = load_target(sys.argv[1:] if argv is None else argv)
+    cfg = target.cfg
+    acc = make_accelerator(cfg)
+    set_threads(cfg, acc)
+    train, test = labelled_splits(cfg)
+    log = (lambda line: print(line, flush=True)) if acc.is_main_process else None
+    backbone = target.backbone.to(acc.device)
+    row = linear_probe(cfg, backbone, acc, train, test, num_classes(train, test),
+                       default_workers(cfg.data, local_processes()), log)
+    if acc.is_main_process:
+        print(table(target, cfg, row, len(train), len(test), acc.num_processes))
+        print(json.dumps({**row, "linear_mode": cfg.linear.mode}), flush=True)
+    acc.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

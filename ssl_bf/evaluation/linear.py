@@ -1,0 +1,226 @@
+"""Linear probe: a linear classifier on a frozen backbone's features.
+
+    row = linear_probe(cfg, backbone, accelerator, train_set, test_set, num_classes)
+    row["linear_top1"], row["linear_top5"]                    # percent, test split
+
+Two modes (linear.mode):
+  standard  the official protocol (MoCo main_lincls.py, v2 and v3): backbone frozen
+            in eval mode, augmented training images (RandomResizedCrop + flip), SGD
+            with momentum 0.9, the recipe's lr (per 256 samples, as in v3's
+            main_lincls), step or cosine schedule per epoch, on every process
+            (the head is DDP-wrapped by accelerate).
+  cached    features extracted once - the plain training set, plus linear.copies-1
+            augmented copies - and the same head trained on them with the same
+            optimizer and schedule; each epoch visits every image once, in a
+            random one of its copies. Minutes on a CPU instead of hours.
+Raw pooled features in both (no normalisation, no BatchNorm in the head), so a
+recipe's lr means the same thing in both modes. Both end with the
+main_lincls.py sanity check (frozen.py): no backbone tensor may have moved.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import broadcast_object_list
+from lightly.transforms.utils import IMAGENET_NORMALIZE
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+
+from ssl_bf.config_schema import Config, LinearConfig
+from ssl_bf.data.pipeline import EvalDataset, mix_seed, seed_all
+from ssl_bf.errors import UsageError
+from ssl_bf.evaluation.features import eval_loader, eval_mode, extract_features
+from ssl_bf.evaluation.frozen import check_unchanged, snapshot
+
+Log = Callable[[str], None]
+
+
+def lr_at(cfg: LinearConfig, epoch: int) -> float:
+    """The epoch's lr: cfg.lr * batch/256, x0.1 at each milestone passed (step) or on a
+    half cosine to 0 (cosine), as main_lincls.py's adjust_learning_rate."""
+    base = cfg.lr * cfg.batch_size / 256
+    if cfg.schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    return base * 0.1 ** sum(epoch >= m for m in cfg.milestones)
+
+
+def make_head(dim: int, classes: int, seed: int) -> nn.Linear:
+    """(B, dim) -> (B, classes) logits; weights N(0, 0.01), bias 0 (main_lincls.py)."""
+    head = nn.Linear(dim, classes)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.01)
+        head.bias.zero_()
+    return head
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(top-1, top-min(5, C)) in percent of (N, C) logits against (N,) labels."""
+    ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hits = ranked == labels[:, None]
+    n = max(1, len(labels))
+    return 100.0 * hits[:, 0].sum().item() / n, 100.0 * hits.any(dim=1).sum().item() / n
+
+
+def probe_transform(size: int):
+    """Training augmentation of the official probe: RandomResizedCrop + horizontal flip."""
+    return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(),
+                      T.Normalize(IMAGENET_NORMALIZE["mean"], IMAGENET_NORMALIZE["std"])])
+
+
+class AugmentedDataset(Dataset):
+    """An EvalDataset's images through the probe augmentation: index -> (image, label, index).
+
+    The crop of sample i in epoch e is a function of (seed, e, i) alone, so it is
+    the same with any number of workers or processes. Set `.epoch` before iterating.
+    """
+
+    def __init__(self, base: EvalDataset, size: int, seed: int):
+        self.base, self.transform, self.seed, self.epoch = base, probe_transform(size), seed, 0
+        self.labels = base.labels
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, _ = self.base.load(index)
+        seed_all(mix_seed(self.seed, 7919, self.epoch, index))  # 7919: apart from pretraining's keys
+        label = -1 if self.labels is None else int(self.labels[index])
+        return self.transform(Image.fromarray(image)), label, index
+
+
+def train_head(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: LinearConfig,
+               seed: int, log: Log | None = None) -> nn.Linear:
+    """SGD on cached features.
+
+    Args:
+        feats: (copies, N, D) or (N, D) float32 features; labels: (N,) int64.
+    Returns:
+        the trained head, (B, D) -> (B, classes).
+    """
+    feats = feats if feats.dim() == 3 else feats[None]
+    copies, n, dim = feats.shape
+    head = make_head(dim, classes, seed)
+    opt = torch.optim.SGD(head.parameters(), lr=lr_at(cfg, 0), momentum=0.9,
+                          weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(cfg.epochs):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        order = torch.randperm(n, generator=gen)
+        which = torch.randint(copies, (n,), generator=gen)  # one copy of each image per epoch
+        total = 0.0
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            loss = F.cross_entropy(head(feats[which[idx], idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        _check_finite(total / n, epoch)
+        if log is not None and (epoch + 1 == cfg.epochs or (epoch + 1) % max(1, cfg.epochs // 10) == 0):
+            log(f"epoch {epoch + 1}/{cfg.epochs}  loss {total / n:.4f}  lr {lr_at(cfg, epoch):.4g}")
+    return head
+
+
+def _check_finite(loss: float, epoch: int) -> None:
+    if not math.isfinite(loss):
+        raise UsageError(f"linear.lr: the probe diverged (loss {loss} in epoch {epoch + 1}); "
+                         "lower linear.lr")
+
+
+def cached_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
+                 test_set: EvalDataset, classes: int, workers: int = 0, log: Log | None = None) -> dict:
+    """Extract once on every process; train the head on the main one; the row on all."""
+    start, bs = time.time(), cfg.linear.batch_size
+    train = [extract_features(backbone, eval_loader(train_set, acc, bs, workers), acc, normalize=False)]
+    for copy in range(1, cfg.linear.copies):
+        augmented = AugmentedDataset(train_set, cfg.data.image_size, cfg.train.seed)
+        augmented.epoch = copy
+        train.append(extract_features(backbone, eval_loader(augmented, acc, bs, workers), acc,
+                                      normalize=False))
+    test, test_y = extract_features(backbone, eval_loader(test_set, acc, bs, workers), acc,
+                                    normalize=False)
+    extracted = time.time()
+    row = None
+    if acc.is_main_process:
+        feats, labels = torch.stack([f for f, _ in train]), train[0][1]
+        head = train_head(feats, labels, classes, cfg.linear, cfg.train.seed, log)
+        with torch.no_grad():
+            top1, top5 = topk_accuracy(head(test), test_y)
+        row = {"linear_top1": round(top1, 4), "linear_top5": round(top5, 4),
+               "extract_seconds": round(extracted - start, 2),
+               "train_seconds": round(time.time() - extracted, 2)}
+    if acc.num_processes > 1:
+        row = broadcast_object_list([row], from_process=0)[0]
+    return row
+
+
+def standard_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
+                   test_set: EvalDataset, classes: int, workers: int = 0,
+                   log: Log | None = None) -> dict:
+    """The official protocol: augmented images through the frozen backbone, every epoch."""
+    lin = cfg.linear
+    if lin.batch_size % acc.num_processes:
+        raise UsageError(f"linear.batch_size: {lin.batch_size} does not divide into "
+                         f"{acc.num_processes} processes")
+    start = time.time()
+    augmented = AugmentedDataset(train_set, cfg.data.image_size, cfg.train.seed)
+    loader = DataLoader(augmented, batch_size=lin.batch_size // acc.num_processes, shuffle=True,
+                        num_workers=workers, generator=torch.Generator().manual_seed(cfg.train.seed),
+                        pin_memory=torch.cuda.is_available())
+    head = make_head(backbone.dim, classes, cfg.train.seed)
+    opt = torch.optim.SGD(head.parameters(), lr=lr_at(lin, 0), momentum=0.9,
+                          weight_decay=lin.weight_decay)
+    backbone.to(acc.device)
+    model, opt, loader = acc.prepare(head, opt, loader)  # DDP averages the head's gradients
+    with eval_mode(backbone):
+        for epoch in range(lin.epochs):
+            loss = _standard_epoch(backbone, model, opt, loader, acc, lin, epoch)
+            _check_finite(loss, epoch)
+            if log is not None:
+                log(f"epoch {epoch + 1}/{lin.epochs}  loss {loss:.4f}  lr {lr_at(lin, epoch):.4g}")
+    trained = time.time()
+    test, test_y = extract_features(backbone, eval_loader(test_set, acc, lin.batch_size, workers),
+                                    acc, normalize=False)
+    with torch.no_grad():
+        top1, top5 = topk_accuracy(acc.unwrap_model(model).cpu()(test), test_y)
+    return {"linear_top1": round(top1, 4), "linear_top5": round(top5, 4),
+            "train_seconds": round(trained - start, 2),
+            "extract_seconds": round(time.time() - trained, 2)}
+
+
+def _standard_epoch(backbone: nn.Module, head: nn.Module, opt, loader, acc, lin: LinearConfig,
+                    epoch: int) -> float:
+    """One pass over the augmented training set; the mean loss over all processes."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(lin, epoch)
+    loader.dataset.epoch = epoch  # read by the workers this iteration starts
+    total = torch.zeros(2, device=acc.device)
+    for images, labels, _ in loader:
+        with torch.no_grad(), acc.autocast():
+            feats = backbone(images).float()  # frozen: no graph through the trunk
+        loss = F.cross_entropy(head(feats), labels)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        opt.step()
+        total += torch.stack([loss.detach() * len(labels), torch.tensor(float(len(labels)), device=acc.device)])
+    total = acc.reduce(total, reduction="sum")
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def linear_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
+                 test_set: EvalDataset, classes: int, workers: int = 0,
+                 log: Log | None = None) -> dict:
+    """linear.mode's probe, then the sanity check; {'linear_top1', 'linear_top5', ...}."""
+    before = snapshot(backbone)
+    probe = cached_probe if cfg.linear.mode == "cached" else standard_probe
+    row = probe(cfg, backbone, acc, train_set, test_set, classes, workers, log)
+    check_unchanged(backbone, before)
+    return row

@@ -1,0 +1,106 @@
+"""kNN accuracy while pretraining: `KnnMonitor(cfg)` is an engine monitor.
+
+The engine calls `monitor(trainer, epoch)` at every epoch end on every process
+and writes the returned row to metrics.jsonl (`knn_top1` also goes on the
+progress bar). The bank is the labelled training split (data.subset applies, so
+the bank holds the images the run trains on), the queries the test split cut to
+knn.test_subset. Same library, same settings and same numbers as eval/knn.py:
+for a checkpoint written at an epoch end, the monitor's figure and the CLI's agree.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from accelerate.utils import broadcast_object_list
+from torch import nn
+
+from ssl_bf.config_schema import Config
+from ssl_bf.data.pipeline import EvalDataset, default_workers
+from ssl_bf.errors import UsageError
+from ssl_bf.evaluation.features import eval_loader, extract_features
+from ssl_bf.evaluation.knn import knn_classify, knn_metrics
+from ssl_bf.evaluation.splits import labelled_splits, num_classes
+from ssl_bf.runtime import local_processes
+
+
+def knn_datasets(cfg: Config) -> tuple[EvalDataset, EvalDataset]:
+    """(bank, queries): the labelled train split (data.subset) and the test split
+    (knn.test_subset); the bank must hold max(knn.k) samples."""
+    bank, queries = labelled_splits(cfg, cfg.knn.test_subset)
+    if max(cfg.knn.k) > len(bank):
+        raise UsageError(f"knn.k: {max(cfg.knn.k)} neighbours asked for, but the bank holds only "
+                         f"{len(bank)} images (lower knn.k or raise data.subset)")
+    return bank, queries
+
+
+def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes: int) -> dict:
+    """The metrics row (knn.knn_metrics + knn_seconds) for `backbone`, on every process.
+
+    Features are extracted by every process; the search runs on the main one
+    (the others would only repeat it) and its row is broadcast.
+    """
+    start = time.time()
+    bank, bank_y = extract_features(backbone, loaders[0], accelerator)
+    queries, query_y = extract_features(backbone, loaders[1], accelerator)
+    row = None
+    if accelerator.is_main_process:
+        result = knn_classify(bank, bank_y, queries, query_y, cfg.knn.k, cfg.knn.temperature, classes)
+        row = knn_metrics(result, cfg.knn.k)
+        row["knn_seconds"] = round(time.time() - start, 2)
+    if accelerator.num_processes > 1:
+        row = broadcast_object_list([row], from_process=0)[0]
+    return row
+
+
+def rank0_copy(backbone: nn.Module, accelerator) -> nn.Module:
+    """The backbone as the main process holds it, on every process.
+
+    BatchNorm statistics differ between processes (DDP runs with
+    broadcast_buffers=False) and the checkpoint is written by the main process;
+    a copy with its tensors broadcast from there makes every process embed with
+    the checkpoint's weights, and leaves the training module untouched.
+    """
+    if accelerator.num_processes == 1:
+        return backbone
+    twin = copy.deepcopy(backbone)
+    with torch.no_grad():
+        for tensor in twin.state_dict().values():
+            flat = tensor if tensor.is_contiguous() else tensor.contiguous()  # channels_last
+            torch.distributed.broadcast(flat, src=0)
+            if flat is not tensor:
+                tensor.copy_(flat)
+    return twin
+
+
+class KnnMonitor:
+    """Engine monitor: kNN top-1 every `knn.every` epochs and at the end of training."""
+
+    def __init__(self, cfg: Config):
+        if cfg.knn.every < 1:
+            raise UsageError(f"knn.every: the monitor needs a positive interval, got {cfg.knn.every}")
+        self.cfg = cfg
+        # Built now, before training starts, so a missing or unlabelled split (or
+        # a k larger than the bank) stops the run at once, not after knn.every epochs.
+        self.datasets = knn_datasets(cfg)
+        self.classes = num_classes(*self.datasets)
+        self.loaders = None  # prepared on first use: that needs the trainer's Accelerator
+
+    def due(self, trainer, epoch: int) -> bool:
+        last = epoch >= self.cfg.train.epochs
+        plan = getattr(trainer, "plan", None)
+        if plan is not None and trainer.state.step >= plan.total_steps:
+            last = True  # train.max_steps ends the run early: evaluate what it produced
+        return epoch % self.cfg.knn.every == 0 or last
+
+    def __call__(self, trainer, epoch: int) -> dict | None:
+        if not self.due(trainer, epoch):
+            return None
+        acc = trainer.acc
+        if self.loaders is None:
+            workers = default_workers(self.cfg.data, local_processes())
+            self.loaders = tuple(eval_loader(ds, acc, self.cfg.knn.batch_size, workers)
+                                 for ds in self.datasets)
+        backbone = rank0_copy(trainer.method.backbone, acc)
+        return knn_evaluate(self.cfg, backbone, acc, self.loaders, self.classes)
