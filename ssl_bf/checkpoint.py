@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -103,7 +104,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict]:
                          f"(needs {MODEL}, {OPTIMIZER}, {STATE})")
     model_state = load_safetensors(path / MODEL)
     try:
-        optimizer_state = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing; the error says it all
+            warnings.simplefilter("ignore")
+            optimizer_state = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         raise UsageError(f"refusing to load {path / OPTIMIZER}: it is not a plain tensor file "
                          f"({str(err).splitlines()[0]})") from None

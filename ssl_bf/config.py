@@ -188,6 +188,11 @@ def coerce(value: Any, kind: Any, key: str) -> Any:
         return value
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return os.fspath(str(value))
     raise UsageError(f"{key}: expected {_type_name(kind)}, got '{value}'")

@@ -8,7 +8,7 @@ everything - model, key encoder, queue, optimizer, position in the epoch.
 from __future__ import annotations
 
 import contextlib
-import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ from ssl_bf.collapse import CollapseWatch
 from ssl_bf.config import save_config
 from ssl_bf.config_schema import Config
 from ssl_bf.data.pipeline import build_source, default_workers, pretrain_loader
-from ssl_bf.errors import UsageError
+from ssl_bf.errors import TrainingFailed, UsageError
 from ssl_bf.export import BACKBONE_FILE, export_backbone
 from ssl_bf.methods import build_method
 from ssl_bf.optim import base_lr, build_optimizer, set_lr
@@ -76,6 +76,8 @@ class Trainer:
         self.watch = CollapseWatch(self.method.chance_loss(), self.plan.total_steps)
         self.stats = StepStats(self.acc)
         self.signals = StopSignals()
+        self.reported_bad: set[int] = set()
+        self.trainable = [p for p in self.method.parameters() if p.requires_grad]
 
     # --- set-up -------------------------------------------------------------
 
@@ -159,15 +161,17 @@ class Trainer:
                                      base_lr(cfg)))
         bf_on = s.step >= self.plan.bf_start_step
         outputs = []
-        for i, (v1, v2, _, replaced) in enumerate(micro):
+        for i, (v1, v2, _, bad) in enumerate(micro):
             last = i == len(micro) - 1
             sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
             with sync:
                 out = self.model(self._to_device(v1), self._to_device(v2), bf_on=bf_on)
                 self.acc.backward(out["loss"] / len(micro))
             outputs.append(out)
-            s.replaced_images += int(replaced.sum())
-        finite, stop = self.stats.flags(outputs, self.signals.stop)
+            self._note_bad_images(bad)
+        # Under fp16 the GradScaler owns overflowing gradients (it skips the step).
+        checked = None if cfg.train.precision == "fp16" else self.trainable
+        finite, stop = self.stats.flags(outputs, self.signals.stop, checked)
         self.signals.stop = stop
         if not finite:
             self._on_nonfinite(outputs)
@@ -181,6 +185,15 @@ class Trainer:
         if s.step % cfg.train.log_every == 0 or s.step == self.plan.total_steps:
             self._log_train()
 
+    def _note_bad_images(self, bad: torch.Tensor) -> None:
+        for i in bad[bad >= 0].tolist():
+            self.state.replaced_images += 1
+            if i not in self.reported_bad:
+                self.reported_bad.add(i)
+                print(f"warning: unreadable image replaced by the next one "
+                      f"({self.state.replaced_images} replacements so far): "
+                      f"{self.source.name(i)}", file=sys.stderr, flush=True)
+
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.acc.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
@@ -189,11 +202,11 @@ class Trainer:
         s = self.state
         if self.cfg.train.on_nan == "skip":
             s.nan_skips += 1
-            self._say(f"warning: non-finite loss at step {s.step}: step skipped "
+            self._say(f"warning: non-finite loss at step {s.step + 1}: step skipped "
                       f"({s.nan_skips} so far)")
             return
-        raise UsageError(f"non-finite loss ({outputs[-1]['loss'].item()}) at step {s.step}; "
-                         "the last checkpoint is untouched (lower train.lr, or train.on_nan=skip)")
+        raise TrainingFailed(f"non-finite loss ({outputs[-1]['loss'].item()}) at step {s.step + 1}; "
+                             "the last checkpoint is untouched (lower train.lr, or train.on_nan=skip)")
 
     # --- logging, checkpoints, monitors -----------------------------------------
 
@@ -217,6 +230,7 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         self.acc.wait_for_everyone()
+        self._check_weights_finite()
         if self.acc.is_main_process:
             state = asdict(self.state)
             state["train_seconds"] = self.state.train_seconds + time.time() - self.started
@@ -224,6 +238,13 @@ class Trainer:
             save_checkpoint(self.out / "checkpoints", self.state.step, self.method.state_dict(),
                             self.optimizer.state_dict(), state, self.cfg.train.keep_checkpoints)
         self.acc.wait_for_everyone()
+
+    def _check_weights_finite(self) -> None:
+        """Never write non-finite weights: an update can overflow with a finite gradient."""
+        tensors = [t for t in self.method.state_dict().values() if t.is_floating_point()]
+        if not torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all():
+            raise TrainingFailed(f"non-finite weights after step {self.state.step}; not saved, "
+                                 "the last checkpoint is untouched (lower train.lr)")
 
     def _run_monitors(self, epoch: int) -> None:
         for monitor in self.monitors:
@@ -237,6 +258,7 @@ class Trainer:
         if self.state.step_in_epoch:  # stopped by max_steps inside an epoch
             self._checkpoint()
             self._run_monitors(self.state.epoch)
+        self._check_weights_finite()
         if self.acc.is_main_process:
             export_backbone(self.method.backbone, self.cfg.model, self.cfg.data.image_size,
                             self.out / BACKBONE_FILE)
@@ -252,5 +274,10 @@ class Trainer:
         return self.bar
 
     def _say(self, message: str) -> None:
+        """A line above the progress bar; warnings on stderr, the rest on stdout."""
         if self.acc.is_main_process:
-            self.bar.write(message) if hasattr(self, "bar") else print(message, flush=True)
+            stream = sys.stderr if message.startswith("warning") else sys.stdout
+            if hasattr(self, "bar"):
+                self.bar.write(message, file=stream)
+            else:
+                print(message, file=stream, flush=True)

@@ -20,6 +20,14 @@ EXIT_USAGE = 2
 class UsageError(Exception):
     """Bad user input (config, paths, data). The message is one line, no prefix."""
 
+    exit_code = EXIT_USAGE
+
+
+class TrainingFailed(Exception):
+    """A run that cannot go on (a non-finite loss); exit 1, one `error:` line."""
+
+    exit_code = 1
+
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when none is close."""
@@ -28,15 +36,24 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def exit_on_usage_error(main: Callable[..., R]) -> Callable[..., R]:
-    """Decorate a CLI main: a UsageError becomes `error: ...` on stderr and exit 2."""
+    """Decorate a CLI main: a UsageError becomes `error: ...` on stderr and exit 2
+    (a TrainingFailed: exit 1)."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except UsageError as err:
-            message = " ".join(str(err).split())  # guarantee a single line
-            print(f"error: {message}", file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_USAGE) from None
+        except (UsageError, TrainingFailed) as err:
+            print(f"error: {one_line(str(err))}", file=sys.stderr, flush=True)
+            raise SystemExit(err.exit_code) from None
 
     return wrapped
+
+
+def one_line(message: str) -> str:
+    """The message on one line. An error re-raised from a DataLoader worker carries
+    the worker's traceback; its last line holds the original message."""
+    if "Traceback (most recent call last)" in message:
+        last = [line for line in message.strip().splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(message.split())

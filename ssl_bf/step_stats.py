@@ -20,11 +20,16 @@ class StepStats:
         self.steps = 0
         self.since = time.time()
 
-    def flags(self, outputs: list[dict], stop_requested: bool) -> tuple[bool, bool]:
-        """(all losses finite on every process, some process was asked to stop).
+    def flags(self, outputs: list[dict], stop_requested: bool,
+              params: list[torch.Tensor] | None = None) -> tuple[bool, bool]:
+        """(losses - and gradients of `params`, if given - finite on every process,
+        some process was asked to stop).
 
         One tiny all-reduce per step, so every process takes the same decision."""
         finite = all(bool(torch.isfinite(o["loss"]).item()) for o in outputs)
+        grads = [p.grad for p in params or () if p.grad is not None]
+        if finite and grads:  # a finite loss can still give an overflowing gradient
+            finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all().item())
         if self.acc.num_processes == 1:
             return finite, stop_requested
         t = torch.tensor([float(not finite), float(stop_requested)], device=self.acc.device)
