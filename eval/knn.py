@@ -37,6 +37,8 @@ def table(target, cfg, row: dict, bank: int, queries: int, dim: int) -> str:
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
     from ssl_bf.data.pipeline import default_workers
     from ssl_bf.evaluation.features import eval_loader
     from ssl_bf.evaluation.load import load_target
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = default_workers(cfg.data, local_processes())
     loaders = [eval_loader(ds, acc, cfg.knn.batch_size, workers) for ds in datasets]
     backbone = target.backbone.to(acc.device)
+    if cfg.train.channels_last:  # as the run trained; extract_features feeds NHWC images
+        backbone.to(memory_format=torch.channels_last)
     row = knn_evaluate(cfg, backbone, acc, loaders, num_classes(*datasets))
     if acc.is_main_process:
         print(table(target, cfg, row, len(datasets[0]), len(datasets[1]), backbone.dim))

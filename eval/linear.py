@@ -41,6 +41,8 @@ def table(target, cfg, row: dict, train: int, test: int, processes: int) -> str:
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
     from ssl_bf.data.pipeline import default_workers
     from ssl_bf.evaluation.linear import linear_probe
     from ssl_bf.evaluation.load import load_target
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     train, test = labelled_splits(cfg)
     log = (lambda line: print(line, flush=True)) if acc.is_main_process else None
     backbone = target.backbone.to(acc.device)
+    if cfg.train.channels_last:  # as the run trained; extract_features feeds NHWC images
+        backbone.to(memory_format=torch.channels_last)
     row = linear_probe(cfg, backbone, acc, train, test, num_classes(train, test),
                        default_workers(cfg.data, local_processes()), log)
     if acc.is_main_process:

@@ -51,7 +51,8 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 @torch.no_grad()
 def extract_features(backbone: nn.Module, loader: DataLoader, accelerator: Accelerator,
-                     normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                     normalize: bool = True, channels_last: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed every sample of `loader`'s data set.
 
     Args:
@@ -60,6 +61,8 @@ def extract_features(backbone: nn.Module, loader: DataLoader, accelerator: Accel
         loader: from :func:`eval_loader`; items are (images, labels, indices).
         normalize: L2-normalise each feature (what kNN needs); False gives the raw
             pooled features (what a linear probe is trained on).
+        channels_last: feed NHWC images, for a backbone converted to channels_last
+            (train.channels_last; ~1.3x faster convolutions on this CPU).
 
     Returns:
         features (N, D) float32 and labels (N,) int64, on the CPU, row i being
@@ -69,8 +72,11 @@ def extract_features(backbone: nn.Module, loader: DataLoader, accelerator: Accel
     feats, labels, indices = [], [], []
     with eval_mode(backbone):
         for images, y, idx in loader:
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             with accelerator.autocast():
-                out = backbone(images.to(device, non_blocking=True))
+                out = backbone(images)
             out = out.float()  # bf16 / fp16 under autocast: compare in fp32
             if normalize:
                 out = F.normalize(out, dim=1)

@@ -157,18 +157,23 @@ def _check_finite(loss: float, epoch: int) -> None:
                          "lower linear.lr")
 
 
+def _raw_features(cfg: Config, backbone: nn.Module, acc, dataset: Dataset, workers: int):
+    """(N, D) un-normalised features and (N,) labels of `dataset`, on every process."""
+    loader = eval_loader(dataset, acc, cfg.linear.batch_size, workers)
+    return extract_features(backbone, loader, acc, normalize=False,
+                            channels_last=cfg.train.channels_last)
+
+
 def cached_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
                  test_set: EvalDataset, classes: int, workers: int = 0, log: Log | None = None) -> dict:
     """Extract once on every process; train the head on the main one; the row on all."""
-    start, bs = time.time(), cfg.linear.batch_size
-    train = [extract_features(backbone, eval_loader(train_set, acc, bs, workers), acc, normalize=False)]
+    start = time.time()
+    train = [_raw_features(cfg, backbone, acc, train_set, workers)]
     for copy in range(1, cfg.linear.copies):
         augmented = AugmentedDataset(train_set, cfg.data.image_size, cfg.train.seed)
         augmented.epoch = copy
-        train.append(extract_features(backbone, eval_loader(augmented, acc, bs, workers), acc,
-                                      normalize=False))
-    test, test_y = extract_features(backbone, eval_loader(test_set, acc, bs, workers), acc,
-                                    normalize=False)
+        train.append(_raw_features(cfg, backbone, acc, augmented, workers))
+    test, test_y = _raw_features(cfg, backbone, acc, test_set, workers)
     extracted = time.time()
     row = None
     if acc.is_main_process:
@@ -204,13 +209,12 @@ def standard_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset
     model, opt, loader = acc.prepare(head, opt, loader)  # DDP averages the head's gradients
     with eval_mode(backbone):
         for epoch in range(lin.epochs):
-            loss = _standard_epoch(backbone, model, opt, loader, acc, lin, epoch)
+            loss = _standard_epoch(backbone, model, opt, loader, acc, cfg, epoch)
             _check_finite(loss, epoch)
             if log is not None:
                 log(f"epoch {epoch + 1}/{lin.epochs}  loss {loss:.4f}  lr {lr_at(lin, epoch):.4g}")
     trained = time.time()
-    test, test_y = extract_features(backbone, eval_loader(test_set, acc, lin.batch_size, workers),
-                                    acc, normalize=False)
+    test, test_y = _raw_features(cfg, backbone, acc, test_set, workers)
     with torch.no_grad():
         top1, top5 = topk_accuracy(acc.unwrap_model(model).cpu()(test), test_y)
     return {"linear_top1": round(top1, 4), "linear_top5": round(top5, 4),
@@ -218,14 +222,17 @@ def standard_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset
             "extract_seconds": round(time.time() - trained, 2)}
 
 
-def _standard_epoch(backbone: nn.Module, head: nn.Module, opt, loader, acc, lin: LinearConfig,
+def _standard_epoch(backbone: nn.Module, head: nn.Module, opt, loader, acc, cfg: Config,
                     epoch: int) -> float:
     """One pass over the augmented training set; the mean loss over all processes."""
+    lin = cfg.linear
     for group in opt.param_groups:
         group["lr"] = lr_at(lin, epoch)
     loader.dataset.epoch = epoch  # read by the workers this iteration starts
     total = torch.zeros(2, device=acc.device)
     for images, labels, _ in loader:
+        if cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), acc.autocast():
             feats = backbone(images).float()  # frozen: no graph through the trunk
         loss = F.cross_entropy(head(feats), labels)

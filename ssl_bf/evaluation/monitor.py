@@ -42,8 +42,9 @@ def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes
     (the others would only repeat it) and its row is broadcast.
     """
     start = time.time()
-    bank, bank_y = extract_features(backbone, loaders[0], accelerator)
-    queries, query_y = extract_features(backbone, loaders[1], accelerator)
+    nhwc = cfg.train.channels_last
+    bank, bank_y = extract_features(backbone, loaders[0], accelerator, channels_last=nhwc)
+    queries, query_y = extract_features(backbone, loaders[1], accelerator, channels_last=nhwc)
     row = None
     if accelerator.is_main_process:
         result = knn_classify(bank, bank_y, queries, query_y, cfg.knn.k, cfg.knn.temperature, classes)
