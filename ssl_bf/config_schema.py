@@ -104,23 +104,23 @@ class TrainConfig:
 
 @dataclass
 class KnnConfig:
-    every: int = 0
-    k: list[int] = field(default_factory=lambda: [20, 200])
-    temperature: float = 0.1
-    test_subset: Optional[int] = None
-    batch_size: int = 512
+    every: int = 0  # epochs between monitor runs (0 = off); the last epoch always runs
+    k: list[int] = field(default_factory=lambda: [20, 200])  # knn_top1 = top-1 at the LAST k
+    temperature: float = 0.1  # votes weigh exp(s / T) (Wu et al. 2018)
+    test_subset: Optional[int] = None  # first N test images (stratified) as queries
+    batch_size: int = 512  # images per forward pass per process during feature extraction
 
 
 @dataclass
 class LinearConfig:
     mode: Literal["cached", "standard"] = "cached"
     epochs: int = 100
-    batch_size: int = 256
-    lr: float = 30.0
+    batch_size: int = 256  # global, across processes (feature extraction: per process)
+    lr: float = 30.0  # per 256 samples: lr * batch_size / 256 (MoCo-v3 main_lincls)
     weight_decay: float = 0.0
-    schedule: Literal["step", "cosine"] = "step"
-    milestones: list[int] = field(default_factory=lambda: [60, 80])
-    copies: int = 1  # augmented copies of the train set in cached mode (1 = plain)
+    schedule: Literal["step", "cosine"] = "step"  # per epoch, as main_lincls.py
+    milestones: list[int] = field(default_factory=lambda: [60, 80])  # step: lr x0.1 at each
+    copies: int = 1  # cached mode: the plain train set + (copies - 1) augmented copies
 
 
 @dataclass
