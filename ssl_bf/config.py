@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -22,6 +23,25 @@ from ssl_bf.config_schema import Config
 from ssl_bf.errors import UsageError, did_you_mean
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 scalars: only true/false are booleans (so `train.precision=no` is the
+    string 'no', not False) and `1e-4` is a float (YAML 1.1 wants `1.0e-4`)."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=YamlLoader)
 
 
 def recipe_dirs() -> list[Path]:
@@ -58,7 +78,7 @@ def read_recipe(name: str, _seen: tuple[str, ...] = ()) -> dict:
     if key in _seen:
         raise UsageError(f"recipe '{name}' has a base: cycle")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UsageError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):
@@ -87,7 +107,7 @@ def parse_overrides(args: list[str]) -> dict:
         if not sep or not key:
             raise UsageError(f"argument '{arg}' is not key=value")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = yaml_load(text) if text.strip() else ""
         except yaml.YAMLError:
             raise UsageError(f"{key}: cannot parse value '{text}'") from None
         node = tree
@@ -188,11 +208,6 @@ def coerce(value: Any, kind: Any, key: str) -> Any:
         return value
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if kind is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
     if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return os.fspath(str(value))
     raise UsageError(f"{key}: expected {_type_name(kind)}, got '{value}'")
@@ -214,7 +229,7 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
 def read_saved_config(path: str | os.PathLike) -> dict:
     """A run's config.yaml as a mapping (validated when passed to load_config)."""
     try:
-        tree = yaml.safe_load(Path(path).read_text())
+        tree = yaml_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise UsageError(f"cannot read {path}: {err}") from None
     if not isinstance(tree, dict):

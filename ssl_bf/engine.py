@@ -26,7 +26,7 @@ from ssl_bf.export import BACKBONE_FILE, export_backbone
 from ssl_bf.methods import build_method
 from ssl_bf.optim import base_lr, build_optimizer, set_lr
 from ssl_bf.run_log import MetricsLog
-from ssl_bf.runtime import local_processes, make_accelerator, seed_step, set_threads
+from ssl_bf.runtime import local_processes, make_accelerator, seed_step, set_threads, warn_slow_bf16
 from ssl_bf.schedules import lr_at, momentum_at
 from ssl_bf.step_stats import StepStats
 from ssl_bf.stop_signals import StopSignals
@@ -60,6 +60,7 @@ class Trainer:
         self.out = Path(cfg.train.output_dir)
         self.acc = make_accelerator(cfg, find_unused=cfg.bf.enabled and cfg.bf.start_epoch > 0)
         self.threads = set_threads(cfg, self.acc)
+        warn_slow_bf16(cfg, self.acc)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.source = build_source(cfg.data, "pretrain", cfg.data.subset)
         self.plan = self._plan()

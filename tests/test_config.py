@@ -22,6 +22,9 @@ def test_overrides_are_typed_and_nested():
     assert cfg.bf.dropout == 0.1
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)  # int accepted for float
     assert cfg.recipe == "mocov3"
+    # YAML 1.2 scalars: `no` stays a string (train.precision), 1e-4 is a float
+    cfg = load_config(["recipe=mocov3", "train.precision=no", "train.lr=1e-4", "data.root=on"])
+    assert (cfg.train.precision, cfg.train.lr, cfg.data.root) == ("no", 1e-4, "on")
 
 
 def test_base_inheritance_and_override_order():
