@@ -64,6 +64,8 @@ class Trainer:
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.source = build_source(cfg.data, "pretrain", cfg.data.subset)
         self.plan = self._plan()
+        self.loader = pretrain_loader(cfg, self.source, self.rank, self.world,
+                                      default_workers(cfg.data, local_processes()))
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
         self.method = build_method(cfg, self.world)
         if cfg.train.channels_last:
@@ -139,10 +141,8 @@ class Trainer:
 
     def _run_epoch(self, bar) -> None:
         s, cfg = self.state, self.cfg
-        workers = default_workers(cfg.data, local_processes())
-        loader = pretrain_loader(cfg, self.source, self.rank, self.world, s.epoch,
-                                 s.step_in_epoch, workers)
-        batches = iter(loader)
+        self.loader.batch_sampler.set_epoch(s.epoch, s.step_in_epoch)
+        batches = iter(self.loader)
         epoch_end = s.step - s.step_in_epoch + self.plan.steps_per_epoch
         while s.step < min(epoch_end, self.plan.total_steps) and not self.signals.stop:
             micro = [next(batches) for _ in range(cfg.train.accumulate)]

@@ -1,0 +1,149 @@
+"""Images as uint8 RGB arrays: read from files (any mode) or held in memory.
+
+An ImageSource is the one interface the rest of the package sees: `len`,
+`load(i) -> (H, W, 3) uint8`, `labels` (or None), `classes`, `native_size`.
+Files of any PIL mode - grayscale, RGBA, palette, 16-bit - come out as RGB;
+an unreadable file raises BadImage naming it, so the caller can replace the
+sample (or stop, under data.strict).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+
+class BadImage(Exception):
+    """A file that cannot be decoded as an image. str() is '<path>: <reason>'."""
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL image -> (H, W, 3) uint8. 16/32-bit grey is scaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode == "RGB":
+        return np.asarray(img)
+    if img.mode in ("P", "PA", "LA") or "A" in img.mode:
+        img = img.convert("RGBA")  # palette transparency becomes an alpha channel first
+    return np.asarray(img.convert("RGB"))
+
+
+def read_image(path: str) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            arr = to_rgb(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadImage(f"{path}: {err}") from None
+    if arr.ndim != 3 or arr.shape[2] != 3 or 0 in arr.shape:
+        raise BadImage(f"{path}: decoded to an unusable shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+@dataclass
+class ImageSource:
+    """Images from `paths` (read lazily) or `arrays` (already decoded)."""
+
+    labels: Optional[np.ndarray]
+    classes: list[str]
+    paths: Optional[list[str]] = None
+    arrays: Optional[Sequence[np.ndarray]] = None
+    native_size: Optional[int] = None  # all images are native_size^2 (CIFAR, STL)
+    bad: set = field(default_factory=set)  # indices found unreadable while caching
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.arrays) if self.arrays is not None else len(self.paths)
+
+    def name(self, i: int) -> str:
+        return self.paths[i] if self.paths is not None else f"{self.description}[{i}]"
+
+    def load(self, i: int) -> np.ndarray:
+        if i in self.bad:
+            raise BadImage(f"{self.name(i)}: unreadable (found while caching)")
+        if self.arrays is not None:
+            return self.arrays[i]
+        return read_image(self.paths[i])
+
+    def select(self, indices: np.ndarray) -> "ImageSource":
+        pick = [int(i) for i in indices]
+        remap = {old: new for new, old in enumerate(pick)}
+        return ImageSource(
+            labels=None if self.labels is None else self.labels[pick],
+            classes=self.classes,
+            paths=None if self.paths is None else [self.paths[i] for i in pick],
+            arrays=None if self.arrays is None else _take(self.arrays, pick),
+            native_size=self.native_size,
+            bad={remap[i] for i in self.bad if i in remap},
+            description=self.description)
+
+
+def _take(arrays: Sequence[np.ndarray], pick: list[int]):
+    return arrays[pick] if isinstance(arrays, np.ndarray) else [arrays[i] for i in pick]
+
+
+def stratified_first(labels: Optional[np.ndarray], n: int, total: int) -> np.ndarray:
+    """The first n indices, balanced over classes: the 1st of every class, then the 2nd..."""
+    if n >= total:
+        return np.arange(total)
+    if labels is None:
+        return np.arange(n)
+    rank_in_class = np.zeros(total, dtype=np.int64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rank_in_class[members] = np.arange(len(members))
+    order = np.lexsort((np.arange(total), rank_in_class))  # by rank, ties by index
+    return np.sort(order[:n])
+
+
+def decode_all(source: ImageSource, limit_gb: float, threads: int) -> ImageSource:
+    """Decode a file-backed source into memory when it fits in `limit_gb`.
+
+    JPEG decoding releases the GIL, so threads scale; CIFAR-10's 50,000 files
+    take a few seconds. Unreadable files are remembered in `bad`, not fatal.
+    """
+    if source.arrays is not None or len(source) == 0 or limit_gb <= 0:
+        return source
+    first = next((i for i in range(min(len(source), 16)) if _probe(source, i) is not None), None)
+    if first is None:
+        return source
+    estimate = _probe(source, first).nbytes * len(source)
+    if estimate > limit_gb * 2**30:
+        return source
+
+    def decode(i: int):
+        try:
+            return read_image(source.paths[i])
+        except BadImage:
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        decoded = list(pool.map(decode, range(len(source)), chunksize=256))
+    bad = {i for i, a in enumerate(decoded) if a is None}
+    shapes = {a.shape for a in decoded if a is not None}
+    placeholder = np.zeros(next(iter(shapes)) if shapes else (1, 1, 3), np.uint8)
+    decoded = [placeholder if a is None else a for a in decoded]
+    arrays = np.stack(decoded) if len(shapes) == 1 else decoded
+    return ImageSource(source.labels, source.classes, source.paths, arrays,
+                       source.native_size, bad, source.description)
+
+
+def _probe(source: ImageSource, i: int) -> Optional[np.ndarray]:
+    try:
+        return read_image(source.paths[i])
+    except BadImage:
+        return None
+
+
+def cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -1,0 +1,139 @@
+"""Datasets and loaders for pretraining (two augmented views) and evaluation.
+
+Augmentation is a pure function of (seed, epoch, index): every sample seeds the
+RNGs its transform draws from (torch, random, numpy - lightly's blur and
+solarize use numpy) before it is augmented. The views are therefore the same
+with 0 or 8 workers, on 1 or 2 processes, and after a resume in mid-epoch.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ssl_bf.config_schema import Config, DataConfig
+from ssl_bf.data.datasets import open_split
+from ssl_bf.data.images import BadImage, ImageSource, cpu_threads, decode_all, stratified_first
+from ssl_bf.data.sampler import GlobalBatchSampler
+from ssl_bf.data.transforms import eval_transform, pretrain_transform
+from ssl_bf.errors import UsageError
+
+
+def build_source(cfg: DataConfig, split: str, subset: int | None = None) -> ImageSource:
+    """A split, cut to its first `subset` images (stratified), decoded into memory if it fits."""
+    source = open_split(cfg, split)
+    if len(source) == 0:
+        raise UsageError(f"data.root: the {split} split of {cfg.root} is empty")
+    if subset is not None:
+        source = source.select(stratified_first(source.labels, subset, len(source)))
+    source = decode_all(source, cfg.cache_gb, cpu_threads())
+    if cfg.strict and source.bad:
+        raise UsageError(f"data.strict: unreadable image {source.name(min(source.bad))}")
+    return source
+
+
+def mix_seed(*parts: int) -> int:
+    """A 64-bit hash of integers (splitmix64 steps): neighbouring keys get unrelated seeds."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h
+
+
+def seed_all(seed: int) -> None:
+    """Seed the CPU RNGs an augmentation may draw from."""
+    torch.random.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+
+
+class RobustLoader:
+    """Load image i; an unreadable one is replaced by the next readable image.
+
+    Returns (image, index of the unreadable file that was replaced or -1), so
+    the training process - not a worker - counts replacements and names each
+    bad file once. Under data.strict the first unreadable file is an error.
+    """
+
+    def __init__(self, source: ImageSource, strict: bool):
+        self.source, self.strict = source, strict
+
+    def __call__(self, index: int) -> tuple[np.ndarray, int]:
+        first_bad = -1
+        for skipped in range(len(self.source)):
+            i = (index + skipped) % len(self.source)
+            try:
+                return self.source.load(i), first_bad
+            except BadImage as err:
+                if self.strict:
+                    raise UsageError(f"data.strict: unreadable image {err}") from None
+                first_bad = i if first_bad < 0 else first_bad
+        raise UsageError(f"data.root: no readable image in {self.source.description}")
+
+
+class ViewsDataset(Dataset):
+    """key (epoch, index) -> (view1, view2, index, replaced bad index or -1)."""
+
+    def __init__(self, source: ImageSource, transform, seed: int, strict: bool = False):
+        self.load = RobustLoader(source, strict)
+        self.transform, self.seed = transform, seed
+
+    def __len__(self) -> int:
+        return len(self.load.source)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        image, bad = self.load(index)
+        seed_all(mix_seed(self.seed, epoch, index))
+        v1, v2 = self.transform(Image.fromarray(image))
+        return v1, v2, index, bad
+
+
+class EvalDataset(Dataset):
+    """index -> (image tensor, label, index); label -1 where there are none."""
+
+    def __init__(self, source: ImageSource, transform, strict: bool = False):
+        self.load = RobustLoader(source, strict)
+        self.transform = transform
+        self.labels = source.labels
+
+    def __len__(self) -> int:
+        return len(self.load.source)
+
+    def __getitem__(self, index: int):
+        image, _ = self.load(index)
+        label = -1 if self.labels is None else int(self.labels[index])
+        return self.transform(Image.fromarray(image)), label, index
+
+
+def default_workers(cfg: DataConfig, processes_per_node: int) -> int:
+    if cfg.num_workers is not None:
+        return cfg.num_workers
+    # Decoded images in memory make augmentation the whole input cost (~1,000
+    # samples/s per core with lightly's PIL transforms); one worker per process
+    # on a small CPU, more where cores are plentiful.
+    return max(1, min(8, cpu_threads() // max(1, processes_per_node) - 1))
+
+
+def pretrain_loader(cfg: Config, source: ImageSource, rank: int, world: int,
+                    workers: int) -> DataLoader:
+    """This process's micro-batches; call `loader.batch_sampler.set_epoch(e, step)`
+    before iterating. Workers persist across epochs (the sampler runs in this
+    process, so they need not be re-forked to learn the new order)."""
+    dataset = ViewsDataset(source, pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug),
+                           cfg.train.seed, cfg.data.strict)
+    sampler = GlobalBatchSampler(len(source), cfg.train.batch_size, cfg.train.accumulate, rank,
+                                 world, cfg.train.seed, epoch=0)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None)
+
+
+def eval_dataset(cfg: Config, split: str, subset: int | None = None) -> EvalDataset:
+    source = build_source(cfg.data, split, subset)
+    return EvalDataset(source, eval_transform(cfg.data.image_size, source.native_size),
+                       cfg.data.strict)
