@@ -1,0 +1,1 @@
+"""kNN, linear probe and the feature extraction they share."""
