@@ -17,7 +17,7 @@ class BatchFormer(nn.Module):
 
     def __init__(self, dim: int, layers: int = 1, heads: int = 4, dropout: float = 0.5,
                  ffn_dim: int | None = None, norm_first: bool = False,
-                 mask_self: bool = False):
+                 mask_self: bool = False, gate_init: float | None = None):
         super().__init__()
         if dim % heads:
             raise ValueError(f"BatchFormer: feature dim {dim} is not divisible by {heads} heads")
@@ -27,9 +27,15 @@ class BatchFormer(nn.Module):
         # enable_nested_tensor only matters for padded batches, which never occur here.
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.mask_self = mask_self
+        # Gated residual (this project's idea, cf. LayerScale / ReZero): output
+        # x + g * (layer(x) - x) with a learnt per-channel g starting at gate_init,
+        # so the BF stream starts as (almost) the plain one and the layer can only
+        # move it as far as the loss finds useful. None = the authors' plain layer.
+        self.gate = None if gate_init is None else nn.Parameter(torch.full((dim,), float(gate_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = None
         if self.mask_self:  # True = may not attend; B >= 2 leaves every row one key
             mask = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
-        return self.encoder(x.unsqueeze(0), mask=mask).squeeze(0)
+        out = self.encoder(x.unsqueeze(0), mask=mask).squeeze(0)
+        return out if self.gate is None else x + self.gate * (out - x)

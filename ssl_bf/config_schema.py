@@ -53,6 +53,7 @@ class BatchFormerConfig:
     detach: bool = False  # stop the BF stream's gradient into the encoder (a shared BN head still couples)
     mask_self: bool = False  # attention may not look at the sample itself
     start_epoch: float = 0.0  # the BF term joins the loss after this many epochs
+    gate_init: Optional[float] = None  # gated residual x + g*(BF(x) - x), g learnt from this
 
 
 @dataclass

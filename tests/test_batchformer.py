@@ -57,3 +57,15 @@ def test_defaults_are_the_authors_layer():
     assert layer.self_attn.num_heads == 4
     assert layer.linear1.out_features == 16  # dim_feedforward = d
     assert layer.dropout.p == 0.5 and not layer.norm_first
+
+
+def test_gated_batchformer_starts_at_its_gate():
+    torch.manual_seed(2)
+    x = torch.randn(6, 8)
+    closed = BatchFormer(8, dropout=0.0, gate_init=0.0).eval()
+    assert torch.equal(closed(x), x)  # g = 0: the BF stream is the plain stream
+    half = BatchFormer(8, dropout=0.0, gate_init=0.5).eval()
+    plain = half.encoder(x.unsqueeze(0)).squeeze(0)
+    assert torch.allclose(half(x), 0.5 * x + 0.5 * plain, atol=1e-6)
+    half(x).sum().backward()
+    assert half.gate.grad is not None and half.gate.grad.abs().sum() > 0

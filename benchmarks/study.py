@@ -1,0 +1,153 @@
+"""The BatchFormer study: a grid of recipes x seeds at one fixed budget, run one after another.
+
+    python benchmarks/study.py                       # run what is missing, then report
+    python benchmarks/study.py --only 'v2*' --dry-run
+    python benchmarks/study.py --report-only         # tables and plots from finished runs
+
+The grid is benchmarks/study_grid.yaml. Every run is a normal ssl_bf run directory under
+--out (default benchmarks/out/study/<variant>/seed<k>); a finished run is skipped, an
+interrupted one resumes from its last checkpoint (train.resume=auto), so the study picks
+up where it stopped. Two runs at once on 2 cores are ~5x slower than one after another:
+--parallel N is for machines with many cores (a GPU box), where each run gets its share
+of the data-loading workers. The report (benchmarks/study_report.py) writes
+benchmarks/results/study_runs.csv, study_summary.md and the plots.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.study_report import write_report  # noqa: E402
+from ssl_bf.config import yaml_load  # noqa: E402
+
+
+def load_grid(path: Path) -> list[dict]:
+    grid = yaml_load(path.read_text())
+    runs = []
+    for entry in grid["variants"]:
+        for seed in entry.get("seeds", [0]):
+            runs.append({**entry, "seed": seed})
+    return runs
+
+
+def run_dir(out: Path, run: dict) -> Path:
+    return out / run["name"] / f"seed{run['seed']}"
+
+
+def finished(directory: Path) -> bool:
+    return (directory / "result.json").is_file()
+
+
+def pretrain_cmd(run: dict, directory: Path, args) -> list[str]:
+    cmd = [sys.executable, "ssl_bf/pretrain.py", f"recipe={run['recipe']}", *run.get("overrides", []),
+           *args.set, f"train.seed={run['seed']}", f"train.output_dir={directory}", f"data.root={args.root}"]
+    if args.workers is not None:
+        cmd.append(f"data.num_workers={args.workers}")
+    if (directory / "checkpoints").exists():
+        cmd.append("train.resume=auto")
+    return cmd
+
+
+def knn_cmd(checkpoint: str, run: dict, args) -> list[str]:
+    return [sys.executable, "eval/knn.py", f"checkpoint={checkpoint}", f"recipe={run['recipe']}",
+            *[o for o in args.set if o.startswith(("data.", "knn.", "model."))],
+            f"train.seed={run['seed']}", f"data.root={args.root}"]
+
+
+def lightly_cmd(run: dict, directory: Path, args) -> list[str]:
+    b = run["budget"]
+    return [sys.executable, "benchmarks/lightly_loop.py", "--root", args.root, "--subset", str(b["subset"]),
+            "--epochs", str(b["epochs"]), "--width", str(b["width"]), "--seed", str(run["seed"]),
+            "--workers", str(args.workers if args.workers is not None else 1), "--out", str(directory)]
+
+
+def execute(cmd: list[str], log) -> str:
+    """Run a command from the repo root; its output goes to the log; return stdout's last line."""
+    log.write("$ " + " ".join(cmd) + "\n")
+    log.flush()
+    result = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+    log.write(result.stdout)
+    if result.returncode != 0:
+        raise RuntimeError(f"exit {result.returncode}: {' '.join(cmd)}")
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def perform(run: dict, args) -> str:
+    directory = run_dir(Path(args.out), run)
+    if finished(directory):
+        return f"done already: {directory}"
+    directory.mkdir(parents=True, exist_ok=True)
+    kind = run.get("kind", "pretrain")
+    commands = []
+    start = time.time()
+    with open(directory / "log.txt", "a") as log:
+        if kind == "random":
+            commands.append(knn_cmd("random", run, args))
+            knn = json.loads(execute(commands[-1], log))
+        elif kind == "lightly_loop":
+            commands.append(lightly_cmd(run, directory, args))
+            execute(commands[-1], log)
+            commands.append(knn_cmd(str(directory / "backbone.safetensors"), run, args))
+            knn = json.loads(execute(commands[-1], log))
+        else:
+            commands.append(pretrain_cmd(run, directory, args))
+            execute(commands[-1], log)
+            knn = {}
+    result = {"name": run["name"], "seed": run["seed"], "kind": kind, "recipe": run.get("recipe"),
+              "overrides": run.get("overrides", []), "commands": [" ".join(c) for c in commands],
+              "wall_s": round(time.time() - start, 1), **knn}
+    (directory / "result.json").write_text(json.dumps(result, indent=1))
+    return f"finished {directory} in {result['wall_s']} s"
+
+
+def attempt(run: dict, args) -> str:
+    """perform(), but a failed run is reported and left unfinished (it reruns next time)."""
+    try:
+        return perform(run, args)
+    except (RuntimeError, ValueError) as err:
+        return f"FAILED {run['name']} seed {run['seed']}: {err} (see its log.txt)"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", default=str(REPO / "benchmarks" / "study_grid.yaml"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "study"))
+    p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--root", default="data/cifar10")
+    p.add_argument("--only", default="*", help="fnmatch pattern(s) on variant names, comma-separated")
+    p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--workers", type=int, default=None, help="data.num_workers per run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every run (smoke tests: --set train.epochs=1)")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    patterns = args.only.split(",")
+    runs = [r for r in load_grid(Path(args.grid)) if any(fnmatch.fnmatch(r["name"], pat) for pat in patterns)]
+    if not args.report_only:
+        todo = [r for r in runs if not finished(run_dir(Path(args.out), r))]
+        print(f"{len(runs)} runs selected, {len(todo)} to do", flush=True)
+        if args.dry_run:
+            for r in todo:
+                print(r["name"], r["seed"], r.get("kind", "pretrain"), *r.get("overrides", []))
+            return
+        with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+            for message in pool.map(lambda r: attempt(r, args), todo):
+                print(message, flush=True)
+    write_report(load_grid(Path(args.grid)), Path(args.out), Path(args.results))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
