@@ -137,6 +137,7 @@ def main() -> None:
     runs = [r for r in load_grid(Path(args.grid)) if any(fnmatch.fnmatch(r["name"], pat) for pat in patterns)]
     if not args.report_only:
         todo = [r for r in runs if not finished(run_dir(Path(args.out), r))]
+        todo.sort(key=lambda r: r["seed"])  # every variant's first seed before any repeat
         print(f"{len(runs)} runs selected, {len(todo)} to do", flush=True)
         if args.dry_run:
             for r in todo:
