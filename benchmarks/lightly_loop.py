@@ -83,7 +83,7 @@ def train(args) -> None:
     for epoch in range(args.epochs):
         momentum = cosine_schedule(epoch, args.epochs, 0.996, 1.0)
         tick = time.time()
-        for (x_query, x_key), _ in data:
+        for batch_index, ((x_query, x_key), _) in enumerate(data):
             update_momentum(model.backbone, model.backbone_momentum, m=momentum)
             update_momentum(model.projection_head, model.projection_head_momentum, m=momentum)
             x_query, x_key = x_query.to(device), x_key.to(device)
@@ -95,7 +95,7 @@ def train(args) -> None:
             step += 1
             if step % args.log_every == 0:
                 now = time.time()
-                log.write(json.dumps({"step": step, "epoch": round(epoch + 1, 4), "loss": loss.item(),
+                log.write(json.dumps({"step": step, "epoch": round(epoch + (batch_index + 1) / len(data), 4), "loss": loss.item(),
                                       "samples_per_s": args.log_every * args.batch_size / (now - tick),
                                       "time": round(now - start, 2)}) + "\n")
                 log.flush()

@@ -29,6 +29,7 @@ from ssl_bf.run_log import MetricsLog
 from ssl_bf.runtime import local_processes, make_accelerator, seed_step, set_threads, warn_slow_bf16
 from ssl_bf.schedules import lr_at, momentum_at
 from ssl_bf.step_stats import StepStats
+from ssl_bf.trackers import log_row, start_trackers
 from ssl_bf.stop_signals import StopSignals
 
 
@@ -126,6 +127,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
             self.log.truncate_after(self.state.step)
+        start_trackers(self.acc, self.cfg)
         self.acc.wait_for_everyone()
         self.started = time.time()
         with self.signals, self._progress() as bar:
@@ -226,6 +228,7 @@ class Trainer:
         if s.replaced_images:
             row["replaced_images"] = s.replaced_images
         self.log.write(row)
+        log_row(self.acc, cfg, row, s.step)
         self.bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}",
                              sps=f"{row['samples_per_s']:.0f}", refresh=False)
 
@@ -252,6 +255,7 @@ class Trainer:
             row = monitor(self, epoch)
             if row:
                 self.log.write({"step": self.state.step, "epoch": epoch, **row})
+                log_row(self.acc, self.cfg, row, self.state.step)
                 if "knn_top1" in row:
                     self.bar.set_postfix(knn=f"{row['knn_top1']:.2f}", refresh=False)
 

@@ -12,6 +12,7 @@ from ssl_bf.config_schema import Config
 from ssl_bf.data.images import cpu_threads
 from ssl_bf.data.pipeline import mix_seed
 from ssl_bf.errors import UsageError
+from ssl_bf.trackers import check_tracker
 
 
 # accelerate >= 1.13 deprecates broadcast_buffers but itself advises keeping it
@@ -30,7 +31,8 @@ def make_accelerator(cfg: Config, find_unused: bool = False) -> Accelerator:
     # cpu=True on a machine without CUDA: only then does accelerate turn a
     # multi-process launch into gloo DDP (else every process runs alone).
     return Accelerator(mixed_precision=cfg.train.precision, kwargs_handlers=[ddp],
-                       cpu=not torch.cuda.is_available())
+                       cpu=not torch.cuda.is_available(), log_with=check_tracker(cfg),
+                       project_dir=cfg.train.output_dir)
 
 
 def cpu_has_native_bf16() -> bool | None:
