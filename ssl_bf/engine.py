@@ -59,7 +59,8 @@ class Trainer:
     def __init__(self, cfg: Config, monitors: tuple[Monitor, ...] = ()):
         self.cfg, self.monitors = cfg, monitors
         self.out = Path(cfg.train.output_dir)
-        self.acc = make_accelerator(cfg, find_unused=cfg.bf.enabled and cfg.bf.start_epoch > 0)
+        self.acc = make_accelerator(cfg, find_unused=cfg.bf.enabled and cfg.bf.start_epoch > 0,
+                                    trackers=True)
         self.threads = set_threads(cfg, self.acc)
         warn_slow_bf16(cfg, self.acc)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes

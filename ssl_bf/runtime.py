@@ -20,9 +20,13 @@ from ssl_bf.trackers import check_tracker
 warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
 
 
-def make_accelerator(cfg: Config, find_unused: bool = False) -> Accelerator:
-    if cfg.train.precision == "fp16" and not torch.cuda.is_available():
-        raise UsageError("train.precision: fp16 needs a GPU; use bf16 or no on a CPU")
+def make_accelerator(cfg: Config, find_unused: bool = False, trackers: bool = False) -> Accelerator:
+    """The Accelerator for a run; `trackers` (pretraining only) attaches log.with."""
+    precision = cfg.train.precision
+    if precision == "fp16" and not torch.cuda.is_available():
+        if trackers:  # training: say so; evaluation of an fp16 run on a CPU just uses fp32
+            raise UsageError("train.precision: fp16 needs a GPU; use bf16 or no on a CPU")
+        precision = "no"
     # broadcast_buffers=False: DDP would otherwise copy every buffer from rank 0
     # before each forward - the whole MoCo queue (65536 x 128 at ImageNet scale)
     # included. The queue is identical on all ranks by construction (gathered
@@ -30,9 +34,10 @@ def make_accelerator(cfg: Config, find_unused: bool = False) -> Accelerator:
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=find_unused)
     # cpu=True on a machine without CUDA: only then does accelerate turn a
     # multi-process launch into gloo DDP (else every process runs alone).
-    return Accelerator(mixed_precision=cfg.train.precision, kwargs_handlers=[ddp],
-                       cpu=not torch.cuda.is_available(), log_with=check_tracker(cfg),
-                       project_dir=cfg.train.output_dir)
+    return Accelerator(mixed_precision=precision, kwargs_handlers=[ddp],
+                       cpu=not torch.cuda.is_available(),
+                       log_with=check_tracker(cfg) if trackers else None,
+                       project_dir=cfg.train.output_dir if trackers else None)
 
 
 def cpu_has_native_bf16() -> bool | None:

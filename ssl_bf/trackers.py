@@ -42,11 +42,11 @@ def flat_hparams(cfg: Config) -> dict:
 
 
 def start_trackers(accelerator, cfg: Config) -> None:
-    if cfg.log.with_ != "none":
+    if cfg.log.with_ != "none" and accelerator.log_with:
         accelerator.init_trackers(cfg.log.project, config=flat_hparams(cfg))
 
 
 def log_row(accelerator, cfg: Config, row: dict, step: int) -> None:
-    if cfg.log.with_ != "none":
+    if cfg.log.with_ != "none" and accelerator.log_with:
         accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"},
                         step=step)
