@@ -8,10 +8,10 @@ matters and kNN accuracy is well above chance). Each (variant, repeat) runs in
 its own subprocess, the variants alternating within every repeat, so one
 variant's memory or warm caches never help another. Per run: wall time of the
 classification call alone (index build included, imports and data loading not)
-and peak memory = ru_maxrss after the call minus the resident set before it
-(the input features are loaded before, so they are not in the delta). The
-median over repeats is reported; predictions (top-1 class at k) must be
-identical to faiss's. lightly.utils.benchmarking imports pytorch_lightning, so it
+and peak memory = the resident high-water mark (VmHWM, see peak_rss) after the
+call minus the resident set before it; the input features are loaded before, so
+they are not in the delta. The median over repeats is reported; predictions
+(top-1 class at k) must be identical to faiss's. lightly.utils.benchmarking imports pytorch_lightning, so it
 is imported only in the lightly subprocesses.
 """
 from __future__ import annotations
@@ -42,6 +42,20 @@ def make_data(path: str, bank: int, queries: int, dim: int, classes: int, seed: 
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         np.save(f"{path}/{name}.npy", x)
         np.save(f"{path}/{name}_labels.npy", labels)
+
+
+def peak_rss() -> int:
+    """This process's resident high-water mark in bytes.
+
+    /proc's VmHWM belongs to the process's own address space. ru_maxrss does not
+    do here: the kernel carries the parent's high-water mark across fork + exec,
+    so a child started by a parent that once held a 3 GB data set reads >= 3 GB.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # --- the variants (run in a child process) ------------------------------------
@@ -89,7 +103,7 @@ def run_child(variant: str, data: str, k: int, t: float, classes: int, chunk: in
     start = time.perf_counter()
     preds = call()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     np.save(f"{data}/pred_{variant}.npy", np.asarray(preds))
     acc = 100.0 * float((np.asarray(preds) == query_y).mean())
     return {"seconds": seconds, "delta_mb": (peak - before) / 2**20, "peak_mb": peak / 2**20,
