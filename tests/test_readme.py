@@ -1,0 +1,135 @@
+"""The README works as written: its quickstart commands, its Python examples, its launch line.
+
+The commands are read out of README.md (not copied here), so the two cannot drift apart.
+They run from the repository root on the CIFAR-10 tree at data/cifar10, which .ci/run
+writes before the tests (the quickstart's first command writes it too).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CIFAR_PACK, REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    start = README.index(f"## {title}")
+    end = README.find("\n## ", start + 3)
+    return README[start:end if end > 0 else None]
+
+
+def bash_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def commands(text: str) -> list[str]:
+    lines = [line.strip() for block in bash_blocks(text) for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def marked_python(marker: str) -> str:
+    block = README.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
+    return re.search(r"```python\n(.*?)```", block, flags=re.S).group(1)
+
+
+def shell(command: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def quickstart():
+    if not (CIFAR_PACK / "make_imagefolder.py").is_file():
+        pytest.skip("the CIFAR-10 pack is not beside the repository")
+    run = REPO / "runs" / "quick"
+    shutil.rmtree(run, ignore_errors=True)
+    outputs = {}
+    for command in commands(section("Quickstart on CIFAR-10"))[:-1]:  # the last one fails on purpose
+        result = shell(command)
+        assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+        outputs[command] = result.stdout
+    yield run, outputs
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_quickstart_runs_as_written(quickstart):
+    run, outputs = quickstart
+    assert {"config.yaml", "metrics.jsonl", "backbone.safetensors", "report_curves.png"} <= {
+        p.name for p in run.iterdir()}
+    assert (run / "checkpoints" / "last").is_dir()
+    knn = [last_json(out) for cmd, out in outputs.items() if cmd.startswith("python eval/knn.py")]
+    trained, untrained = knn
+    assert 10.0 < untrained["knn_top1"] < 100.0 and 10.0 < trained["knn_top1"] < 100.0
+    linear = next(last_json(o) for c, o in outputs.items() if "eval/linear.py" in c)
+    assert 10.0 < linear["linear_top1"] <= linear["linear_top5"] <= 100.0
+    monitor = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if "knn_top1" in l]
+    assert [m["epoch"] for m in monitor] == [1, 2]
+    assert abs(monitor[-1]["knn_top1"] - trained["knn_top1"]) < 0.02  # same setting, same number
+
+
+def test_the_error_example_prints_what_the_readme_says():
+    block = bash_blocks(section("Quickstart on CIFAR-10"))[-1].strip().splitlines()
+    command, expected = block[0], block[1].lstrip("# ")
+    result = shell(command)
+    assert result.returncode == 2
+    assert result.stderr.strip() == expected
+
+
+def test_python_api_example(quickstart):
+    code = marked_python("api-example")
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        namespace = {}
+        exec(compile(code, "README api-example", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    assert tuple(namespace["features"].shape) == (8, namespace["backbone"].dim)
+    assert bool(namespace["torch"].isfinite(namespace["out"]["loss"]))
+
+
+def test_export_example_loads_strictly_into_torchvision(tmp_path, cifar_root):
+    out = tmp_path / "runs" / "full"
+    result = subprocess.run([sys.executable, "ssl_bf/pretrain.py", "recipe=mocov2", f"data.root={cifar_root}",
+                             "data.subset=64", "train.batch_size=32", "train.max_steps=1", "knn.every=0",
+                             "method.bn_splits=4", f"train.output_dir={out}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        namespace = {}
+        exec(compile(marked_python("export-example"), "README export-example", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    net = namespace["net"].eval()
+    import torch
+    import ssl_bf
+    ours = ssl_bf.load_backbone(out)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x), ours(x), atol=1e-5)
+
+
+def test_launch_dry_run_line_matches_the_readme():
+    if (os.cpu_count() or 0) != 2:
+        pytest.skip("the README shows the line of a 2-core machine")
+    documented = next(l for l in section("Scaling out").splitlines() if l.strip().startswith("# = OMP_NUM_THREADS"))
+    prefix = documented.strip()[len("# = "):].split(" ...")[0]
+    result = shell("CUDA_VISIBLE_DEVICES= ./launch.sh --dry-run recipe=mocov3_bf data.subset=5000")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith(prefix), (result.stdout, prefix)
