@@ -93,6 +93,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     exclude_norm_bias: bool = False  # no weight decay / LARS scaling on BN and biases
     warmup_epochs: float = 0.0
+    schedule: Literal["cosine", "constant"] = "cosine"  # lr after the warmup
     accumulate: int = 1
     checkpoint_every: int = 0  # steps between extra checkpoints (0 = epoch ends only)
     keep_checkpoints: int = 2

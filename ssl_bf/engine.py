@@ -162,7 +162,7 @@ class Trainer:
         s, cfg = self.state, self.cfg
         seed_step(cfg.train.seed, s.step, self.rank)
         set_lr(self.optimizer, lr_at(s.step, self.plan.total_steps, self.plan.warmup_steps,
-                                     base_lr(cfg)))
+                                     base_lr(cfg), cfg.train.schedule))
         bf_on = s.step >= self.plan.bf_start_step
         outputs = []
         for i, (v1, v2, _, bad) in enumerate(micro):

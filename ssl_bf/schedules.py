@@ -12,10 +12,12 @@ import math
 from lightly.utils.scheduler import cosine_schedule
 
 
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+def lr_at(step: int, total: int, warmup: int, base: float, schedule: str = "cosine") -> float:
     """Learning rate before optimizer step `step` (0-based) of `total`."""
     if warmup > 0 and step < warmup:
         return base * (step + 1) / warmup
+    if schedule == "constant":  # as lightly's MoCo example trains
+        return base
     span = max(1, total - warmup)
     progress = min(1.0, (step - warmup) / span)
     return base * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -45,6 +45,8 @@ def test_lr_warmup_then_cosine():
     assert abs(lr_at(60, total, warm, base) - 0.2) < 1e-12  # half way: base / 2
     assert lr_at(109, total, warm, base) < 1e-3
     assert abs(lr_at(5, 100, 0, 1.0) - 0.5 * (1 + math.cos(math.pi * 5 / 100))) < 1e-12
+    assert lr_at(3, total, warm, base, "constant") == base * 4 / 10  # warmup still applies
+    assert lr_at(100, total, warm, base, "constant") == base
 
 
 def test_momentum_cosine_from_m0_to_one():
