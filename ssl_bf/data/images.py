@@ -111,12 +111,10 @@ def decode_all(source: ImageSource, limit_gb: float, threads: int) -> ImageSourc
     """
     if source.arrays is not None or len(source) == 0 or limit_gb <= 0:
         return source
-    first = next((i for i in range(min(len(source), 16)) if _probe(source, i) is not None), None)
-    if first is None:
-        return source
-    estimate = _probe(source, first).nbytes * len(source)
-    if estimate > limit_gb * 2**30:
-        return source
+    sample = next((a for a in map(lambda i: _probe(source, i), range(min(len(source), 16)))
+                   if a is not None), None)
+    if sample is None or sample.nbytes * len(source) > limit_gb * 2**30:
+        return source  # nothing readable up front, or too big: read lazily from the files
 
     def decode(i: int):
         try:
