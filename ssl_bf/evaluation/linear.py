@@ -248,7 +248,8 @@ def _standard_epoch(backbone: nn.Module, head: nn.Module, opt, loader, acc, cfg:
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         opt.step()
-        total += torch.stack([loss.detach() * len(labels), torch.tensor(float(len(labels)), device=acc.device)])
+        count = torch.tensor(float(len(labels)), device=acc.device)
+        total += torch.stack([loss.detach() * count, count])
     total = acc.reduce(total, reduction="sum")
     return (total[0] / total[1].clamp(min=1)).item()
 
