@@ -98,7 +98,10 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between extra checkpoints (0 = epoch ends only)
     keep_checkpoints: int = 2
     log_every: int = 10
-    channels_last: bool = False
+    # NHWC activations: a quarter-width MoCo-v2 step on these 2 CPU cores 1.26x faster,
+    # MoCo-v3 1.31x (benchmarks/results/throughput_cpu_r18w025_fp32.json), full width
+    # 16 -> 21 samples/s (DESIGN.md); tensor-core convolutions want NHWC on GPUs too.
+    channels_last: bool = True
     compile: bool = False
     threads: Optional[int] = None  # null = every core this process may use
     on_nan: Literal["stop", "skip"] = "stop"
