@@ -18,7 +18,9 @@ both views, no heads, loss or update: the reference for MFU), or a recipe
 (mocov2, mocov3, mocov2_bf, mocov3_bf) written RECIPE[:key=value...][+patch...]:
 overrides for that variant only (`mocov2:train.channels_last=true`) and patches
 that emulate a proposed change to ssl_bf without editing it (see PATCHES).
---channels-last / --compile apply to every variant, the lightly loop included.
+--channels-last / --compile apply to every variant, the lightly loop included; without
+--channels-last ssl_bf runs as configured (train.channels_last, true by default) and the
+lightly loop in NCHW, as lightly's example does.
 """
 from __future__ import annotations
 
@@ -112,7 +114,9 @@ def ssl_config(recipe: str, overrides: list[str], args) -> Config:
         model = [f"model.backbone={args.backbone}", f"model.vit_depth={args.vit_depth}"]
     return load_config([f"recipe={recipe}", *model, f"train.batch_size={args.batch}",
                         f"train.precision={args.precision}",
-                        f"train.channels_last={str(args.channels_last).lower()}",
+                        # ssl_bf's rows keep the recipe's memory format (channels_last by
+                        # default) unless --channels-last forces it on every variant
+                        *(["train.channels_last=true"] if args.channels_last else []),
                         f"train.compile={str(args.compile).lower()}", "knn.every=0",
                         f"train.output_dir={tempfile.gettempdir()}/ssl_bf_throughput",
                         *args.set, *overrides])
@@ -295,7 +299,7 @@ def summarise(variants: list[Variant], peak: float) -> list[dict]:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"device: {meta['device']}; precision {meta['precision']}; batch {meta['batch']} "
-             f"(x2 views); backbone {meta['backbone_desc']}; channels_last {meta['channels_last']}; "
+             f"(x2 views); backbone {meta['backbone_desc']}; channels_last forced on all {meta['channels_last']}; "
              f"compile {meta['compile']}; {meta['repeats']} repeats (median)",
              f"GEMM peak ({meta['peak']['dtype']}, n={meta['peak']['n']}): "
              f"{timing.fmt_rate(meta['peak']['flops_per_s'])} (best of start/end of run)", "",
