@@ -113,10 +113,12 @@ class EvalDataset(Dataset):
 def default_workers(cfg: DataConfig, processes_per_node: int) -> int:
     if cfg.num_workers is not None:
         return cfg.num_workers
-    # Decoded images in memory make augmentation the whole input cost (~1,000
-    # samples/s per core with lightly's PIL transforms); one worker per process
-    # on a small CPU, more where cores are plentiful.
-    return max(1, min(8, cpu_threads() // max(1, processes_per_node) - 1))
+    # Decoded images in memory make augmentation the whole input cost: ~440 pairs/s
+    # per worker for MoCoV2Transform, ~580 for the BYOL pair (BENCHMARKS.md §3). A
+    # quarter-width ResNet-18 step eats ~330 pairs/s on 2 cores, so augmentation and
+    # compute share the cores: one worker per core per process, measured best on 2 cores
+    # (2 workers 207 pairs/s end to end, 1 worker 188, 0 workers 181), capped at 8.
+    return max(1, min(8, cpu_threads() // max(1, processes_per_node)))
 
 
 def pretrain_loader(cfg: Config, source: ImageSource, rank: int, world: int,
