@@ -34,6 +34,18 @@ def test_eval_mode_is_plain_batchnorm_and_keys_are_unchanged():
     assert set(converted.state_dict()) == keys
     x = torch.randn(4, 3, 6, 6)
     assert torch.allclose(converted.eval()(x), net.eval()(x), atol=1e-6)
-    gradient_check = SplitBatchNorm2d(nn.BatchNorm2d(2), 2)
-    gradient_check(torch.randn(4, 2, 3, 3)).sum().backward()
-    assert gradient_check.weight.grad is not None
+
+def test_gradients_equal_separate_batchnorms_on_each_half():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.uniform_(bn.bias, -0.5, 0.5)
+    split, halves = SplitBatchNorm2d(copy.deepcopy(bn), 2), [copy.deepcopy(bn) for _ in range(2)]
+    x = torch.randn(8, 3, 4, 4)
+    probe = torch.randn(8, 3, 4, 4)  # a loss whose gradient is not trivially zero
+    xs, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (split(xs) * probe).sum().backward()
+    (torch.cat([m(h) for m, h in zip(halves, xr.chunk(2))]) * probe).sum().backward()
+    assert torch.allclose(xs.grad, xr.grad, atol=1e-5)
+    assert torch.allclose(split.weight.grad, halves[0].weight.grad + halves[1].weight.grad, atol=1e-5)
+    assert torch.allclose(split.bias.grad, halves[0].bias.grad + halves[1].bias.grad, atol=1e-5)

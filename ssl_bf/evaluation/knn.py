@@ -65,7 +65,7 @@ def faiss_blas_core() -> str | None:
             name.restype = ctypes.c_char_p
             return name().decode()
     except (OSError, AttributeError, UnicodeDecodeError):
-        pass
+        return None  # no readable OpenBLAS in this process: nothing to warn about
     return None
 
 
