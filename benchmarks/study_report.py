@@ -2,7 +2,8 @@
 
     study_runs.csv      one row per run: kNN at the middle and the end, loss, spread,
                         collapse flag, wall-clock, the command
-    study_summary.md    one row per variant: mean +- std over seeds, delta to its baseline
+    study_summary.md    one row per variant: mean +- std over seeds, each seed, delta to its
+                        baseline (also in units of the baseline's std), losses, spread
     study_knn_vs_time.png   kNN top-1 against wall-clock: baseline, default placement, best BF
 """
 from __future__ import annotations
@@ -82,27 +83,45 @@ def summarize(rows: list[dict]) -> list[dict]:
         mid, mid_sd = mean_std([r["knn_mid"] for r in group])
         summary[name] = {"name": name, "label": group[0]["label"], "n": len(group),
                          "knn_end": end, "knn_end_sd": end_sd, "knn_mid": mid, "knn_mid_sd": mid_sd,
+                         "per_seed": [(r["seed"], r["knn_end"]) for r in group],
+                         "loss_plain": mean_std([r["loss_plain_end"] for r in group])[0],
+                         "loss_bf": mean_std([r["loss_bf_end"] for r in group])[0],
+                         "spread": mean_std([r["spread_end"] for r in group])[0],
                          "collapsed": sum(r["collapsed"] for r in group),
                          "wall_s": mean_std([r["wall_s"] for r in group])[0],
                          "baseline": group[0]["baseline"], "command": group[0]["command"]}
     for s in summary.values():
         base = summary.get(s["baseline"]) if s["baseline"] else None
         s["delta"] = None if base is None or s["knn_end"] is None else s["knn_end"] - base["knn_end"]
+        # the Done-when's yardstick: the difference in units of the baseline's seed-to-seed std
+        s["delta_sd"] = (s["delta"] / base["knn_end_sd"]
+                         if s["delta"] is not None and base["n"] > 1 and base["knn_end_sd"] else None)
     return list(summary.values())
 
 
-def fmt(mean, sd) -> str:
-    return "-" if mean is None else f"{mean:.2f} ± {sd:.2f}"
+def fmt(mean, sd, n: int = 2) -> str:
+    """mean ± std; one seed has no std, so just its value."""
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {sd:.2f}"
+
+
+def num(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(summary: list[dict]) -> str:
-    lines = ["| variant | what | seeds | kNN top-1 end (%) | kNN middle (%) | Δ vs baseline | collapsed | wall s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| variant | what | seeds | kNN top-1 end (%), mean ± std | per seed | kNN middle (%) | "
+             "Δ vs baseline | Δ / baseline std | loss plain / BF | spread | collapsed | train s |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |"]
     for s in summary:
         delta = "" if s["delta"] is None else f"{s['delta']:+.2f}"
-        wall = "-" if s["wall_s"] is None else f"{s['wall_s']:.0f}"
-        lines.append(f"| `{s['name']}` | {s['label']} | {s['n']} | {fmt(s['knn_end'], s['knn_end_sd'])} | "
-                     f"{fmt(s['knn_mid'], s['knn_mid_sd'])} | {delta} | {s['collapsed']}/{s['n']} | {wall} |")
+        in_sd = "" if s.get("delta_sd") is None else f"{s['delta_sd']:+.1f}"
+        seeds = ", ".join(f"{v:.2f}" for _, v in s["per_seed"] if v is not None)
+        losses = "-" if s["loss_plain"] is None else f"{num(s['loss_plain'], 3)} / {num(s['loss_bf'], 3)}"
+        lines.append(f"| `{s['name']}` | {s['label']} | {s['n']} | {fmt(s['knn_end'], s['knn_end_sd'], s['n'])} | "
+                     f"{seeds} | {fmt(s['knn_mid'], s['knn_mid_sd'], s['n'])} | {delta} | {in_sd} | {losses} | "
+                     f"{num(s['spread'], 3)} | {s['collapsed']}/{s['n']} | {num(s['wall_s'], 0)} |")
     return "\n".join(lines) + "\n"
 
 
