@@ -83,7 +83,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         mid, mid_sd = mean_std([r["knn_mid"] for r in group])
         summary[name] = {"name": name, "label": group[0]["label"], "n": len(group),
                          "knn_end": end, "knn_end_sd": end_sd, "knn_mid": mid, "knn_mid_sd": mid_sd,
-                         "per_seed": [(r["seed"], r["knn_end"]) for r in group],
+                         "per_seed": [r["knn_end"] for r in group],
                          "loss_plain": mean_std([r["loss_plain_end"] for r in group])[0],
                          "loss_bf": mean_std([r["loss_bf_end"] for r in group])[0],
                          "spread": mean_std([r["spread_end"] for r in group])[0],
@@ -117,7 +117,7 @@ def markdown(summary: list[dict]) -> str:
     for s in summary:
         delta = "" if s["delta"] is None else f"{s['delta']:+.2f}"
         in_sd = "" if s.get("delta_sd") is None else f"{s['delta_sd']:+.1f}"
-        seeds = ", ".join(f"{v:.2f}" for _, v in s["per_seed"] if v is not None)
+        seeds = ", ".join(f"{v:.2f}" for v in s["per_seed"] if v is not None)
         losses = "-" if s["loss_plain"] is None else f"{num(s['loss_plain'], 3)} / {num(s['loss_bf'], 3)}"
         lines.append(f"| `{s['name']}` | {s['label']} | {s['n']} | {fmt(s['knn_end'], s['knn_end_sd'], s['n'])} | "
                      f"{seeds} | {fmt(s['knn_mid'], s['knn_mid_sd'], s['n'])} | {delta} | {in_sd} | {losses} | "
