@@ -11,13 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ssl_bf.own_grad_layer import own_grad_layer
+
 
 class BatchFormer(nn.Module):
     """(B, d) -> (B, d). Optionally forbids each sample from attending to itself."""
 
     def __init__(self, dim: int, layers: int = 1, heads: int = 4, dropout: float = 0.5,
                  ffn_dim: int | None = None, norm_first: bool = False,
-                 mask_self: bool = False, gate_init: float | None = None):
+                 mask_self: bool = False, gate_init: float | None = None,
+                 stop_mates_grad: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"BatchFormer: feature dim {dim} is not divisible by {heads} heads")
@@ -27,6 +30,7 @@ class BatchFormer(nn.Module):
         # enable_nested_tensor only matters for padded batches, which never occur here.
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.mask_self = mask_self
+        self.stop_mates_grad = stop_mates_grad  # see ssl_bf/own_grad_layer.py
         # Gated residual (this project's idea, cf. LayerScale / ReZero): output
         # x + g * (layer(x) - x) with a learnt per-channel g starting at gate_init,
         # so the BF stream starts as (almost) the plain one and the layer can only
@@ -37,5 +41,10 @@ class BatchFormer(nn.Module):
         mask = None
         if self.mask_self:  # True = may not attend; B >= 2 leaves every row one key
             mask = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
-        out = self.encoder(x.unsqueeze(0), mask=mask).squeeze(0)
+        if self.stop_mates_grad:
+            out = x
+            for layer in self.encoder.layers:
+                out = own_grad_layer(layer, out, mask)
+        else:
+            out = self.encoder(x.unsqueeze(0), mask=mask).squeeze(0)
         return out if self.gate is None else x + self.gate * (out - x)

@@ -52,6 +52,7 @@ class BatchFormerConfig:
     lr_scale: float = 1.0
     detach: bool = False  # stop the BF stream's gradient into the encoder (a shared BN head still couples)
     mask_self: bool = False  # attention may not look at the sample itself
+    stop_mates_grad: bool = False  # sample i's loss sends no gradient into its batch-mates' features
     start_epoch: float = 0.0  # the BF term joins the loss after this many epochs
     gate_init: Optional[float] = None  # gated residual x + g*(BF(x) - x), g learnt from this
 

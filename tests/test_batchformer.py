@@ -69,3 +69,37 @@ def test_gated_batchformer_starts_at_its_gate():
     assert torch.allclose(half(x), 0.5 * x + 0.5 * plain, atol=1e-6)
     half(x).sum().backward()
     assert half.gate.grad is not None and half.gate.grad.abs().sum() > 0
+
+
+def test_stop_mates_grad_keeps_values_and_leaves_only_each_samples_own_gradient():
+    # Reference: the plain layer's full Jacobian d out_i / d x_j (B, d, B, d). With
+    # the mates' gradient stopped it must be exactly its block diagonal (j == i).
+    torch.manual_seed(3)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    eye = torch.eye(5, dtype=torch.float64)[:, None, :, None]
+    for norm_first, mask_self, layers in ((False, False, 1), (True, True, 2), (False, True, 1)):
+        plain = BatchFormer(8, layers=layers, dropout=0.0, norm_first=norm_first,
+                            mask_self=mask_self).double().eval()
+        ours = BatchFormer(8, layers=layers, dropout=0.0, norm_first=norm_first,
+                           mask_self=mask_self, stop_mates_grad=True).double().eval()
+        ours.load_state_dict(plain.state_dict())
+        assert torch.allclose(ours(x), plain(x), atol=1e-10)
+        full = torch.autograd.functional.jacobian(plain, x)
+        own = torch.autograd.functional.jacobian(ours, x)
+        if layers == 1:
+            assert torch.allclose(own, full * eye, atol=1e-10), (norm_first, mask_self)
+        else:  # layer 2 sees layer 1's mixed outputs as constants: still no cross-sample terms
+            assert torch.count_nonzero(own * (1 - eye)) == 0
+        assert (full * (1 - eye)).abs().max() > 1e-3  # the plain layer does mix gradients
+
+
+def test_stop_mates_grad_trains_the_layer_and_matches_it_in_training_mode():
+    torch.manual_seed(4)
+    plain = BatchFormer(8, dropout=0.0, gate_init=0.3).train()
+    ours = BatchFormer(8, dropout=0.0, gate_init=0.3, stop_mates_grad=True).train()
+    ours.load_state_dict(plain.state_dict())
+    x = torch.randn(6, 8)
+    assert torch.allclose(ours(x), plain(x), atol=1e-5)
+    ours(x).pow(2).sum().backward()
+    grads = [p.grad for p in ours.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)

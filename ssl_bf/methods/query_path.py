@@ -20,7 +20,7 @@ from ssl_bf.config_schema import BatchFormerConfig
 
 def build_batchformer(cfg: BatchFormerConfig, dim: int) -> BatchFormer:
     bf = BatchFormer(dim, cfg.layers, cfg.heads, cfg.dropout, cfg.ffn_dim,
-                     cfg.norm_first, cfg.mask_self, cfg.gate_init)
+                     cfg.norm_first, cfg.mask_self, cfg.gate_init, cfg.stop_mates_grad)
     # bf.trainable=false: the fixed random layer (with dropout) that the authors'
     # MoCo-v3 code actually ran, because its momentum-encoder setup froze it.
     bf.requires_grad_(cfg.trainable)
