@@ -89,7 +89,7 @@ def test_disabled_bf_is_exactly_the_plain_method():
 
 def test_mocov2_plain_stream_is_unchanged_by_a_post_projector_bf():
     _, plain = make("mocov2")
-    _, with_bf = make("mocov2_bf")
+    cfg, with_bf = make("mocov2_bf")
     missing, unexpected = with_bf.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("query.bf.") for k in missing)
     torch.manual_seed(3)
@@ -97,7 +97,9 @@ def test_mocov2_plain_stream_is_unchanged_by_a_post_projector_bf():
     torch.manual_seed(3)
     b = with_bf(*views())
     assert torch.allclose(a["loss_plain"], b["loss_plain"], atol=1e-6)
-    assert b["loss_bf"] is not None and abs(float(b["loss"].detach()) - (float(b["loss_plain"]) + float(b["loss_bf"])) / 2) < 1e-5
+    w = cfg.bf.loss_weight  # DESIGN: loss = (L_plain + w L_bf) / (1 + w)
+    expected = (float(b["loss_plain"]) + w * float(b["loss_bf"])) / (1 + w)
+    assert b["loss_bf"] is not None and abs(float(b["loss"].detach()) - expected) < 1e-5
 
 
 def test_mocov3_loss_is_the_naive_composition():
