@@ -2,16 +2,19 @@
 through its own slot (this project's idea for BatchFormer, `bf.stop_mates_grad`).
 
 Forward values are exactly those of `nn.TransformerEncoderLayer`. In the backward,
-output i depends on its batch-mates j != i only as constants: attention scores use
-stop_grad(k_j) and the mixed values stop_grad(v_j). The layer may still learn to use
+output i depends on its batch-mates' features x_j (j != i) only as constants: scores
+use W_k stop_grad(x_j) and the mixed values W_v stop_grad(x_j), so the layer's own
+weights get the same gradient as in the plain layer. The layer may still learn to use
 the batch, but the loss on sample i cannot pull the encoder's features of the other
 samples towards whatever makes i's loss low - the route by which a trainable layer can
 shape the whole batch (the study found: the more encoder gradient passes through the
 batch mixing, the lower the kNN accuracy; BENCHMARKS.md §8).
 
 Keeping the self term differentiable costs O(B·d), not O(B²·d): scores and mixed
-values are computed against the detached keys/values, and the diagonal gets back its
-gradient through (k_i - sg(k_i)) and (v_i - sg(v_i)), which are zero in value.
+values are computed against keys/values of the detached features, and the diagonal gets
+back its gradient through (k_i - k'_i) and (v_i - v'_i), which are zero in value.
+(A first version, commit 889b454, detached k and v themselves, so the layer's key/value
+weights learnt only from the self term; BENCHMARKS.md §8 records its run.)
 """
 from __future__ import annotations
 
@@ -27,8 +30,13 @@ def _own_grad_attention(attn: nn.MultiheadAttention, x: torch.Tensor,
     b, d = x.shape
     heads = attn.num_heads
     q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    q, k, v = (t.reshape(b, heads, d // heads).transpose(0, 1) for t in (q, k, v))  # (H, B, hd)
-    k_sg, v_sg = k.detach(), v.detach()
+    # The mates' keys/values from their features with the gradient stopped, but through the
+    # layer's own projections: the layer still learns how to use the batch (only the
+    # encoder's features of the mates are constants). Equal in value to k and v.
+    w_kv, b_kv = attn.in_proj_weight[d:], attn.in_proj_bias[d:]
+    k_sg, v_sg = F.linear(x.detach(), w_kv, b_kv).chunk(2, dim=-1)
+    q, k, v, k_sg, v_sg = (t.reshape(b, heads, d // heads).transpose(0, 1)
+                           for t in (q, k, v, k_sg, v_sg))  # (H, B, hd)
     scale = 1.0 / math.sqrt(d // heads)
     scores = q @ k_sg.transpose(1, 2)
     scores = scores + torch.diag_embed((q * (k - k_sg)).sum(-1))  # self term keeps its gradient
