@@ -260,6 +260,21 @@ def validate(cfg: Config) -> Config:
         raise UsageError(f"model.width: must be in (0, 4], got {cfg.model.width}")
     if len(t.betas) != 2:
         raise UsageError(f"train.betas: expected two numbers, got {t.betas}")
+    _validate_bf_streams(b)
     if any(k < 1 for k in cfg.knn.k) or not cfg.knn.k:
         raise UsageError(f"knn.k: expected a list of positive integers, got {cfg.knn.k}")
     return cfg
+
+
+def _validate_bf_streams(b) -> None:
+    """bf.keys / bf.loss / bf.loss_weight: combinations that would be silently ignored."""
+    if b.keys and not b.enabled:
+        raise UsageError("bf.keys: true needs bf.enabled=true (the keys run the query side's layer)")
+    if b.keys and b.loss == "weighted":
+        raise UsageError("bf.loss: 'weighted' scores against the plain keys only; with bf.keys=true "
+                         "use pair_sum (the authors' MoCo-v3) or pair_mean (their MoCo-v2)")
+    if b.loss != "weighted" and b.loss_weight != 1.0:
+        raise UsageError(f"bf.loss_weight: applies to bf.loss=weighted only, got {b.loss_weight} "
+                         f"with bf.loss={b.loss}")
+    if b.loss_weight < 0:
+        raise UsageError(f"bf.loss_weight: must be at least 0, got {b.loss_weight}")

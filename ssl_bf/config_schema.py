@@ -20,7 +20,7 @@ class MethodConfig:
     symmetric: bool = False
     bn_splits: int = 8  # one-process stand-in for shuffle-BN (official CIFAR demo)
     # heads
-    proj_hidden: int = 2048
+    proj_hidden: Optional[int] = None  # null = the backbone's feature dim (official MoCo-v2 head)
     proj_out: int = 128
     proj_layers: int = 2
     pred_hidden: int = 4096  # MoCo-v3 only
@@ -55,6 +55,14 @@ class BatchFormerConfig:
     stop_mates_grad: bool = False  # sample i's loss sends no gradient into its batch-mates' features
     start_epoch: float = 0.0  # the BF term joins the loss after this many epochs
     gate_init: Optional[float] = None  # gated residual x + g*(BF(x) - x), g learnt from this
+    # The authors' design (zhihou7/BatchFormer moco-v3/moco/builder.py, builder_v2.py): the key
+    # encoder runs the SAME module (not an EMA copy) at the same position, so keys come in a
+    # plain and a BatchFormer stream too. Keys never get a gradient.
+    keys: bool = False
+    # How the streams make the loss: weighted = (L_plain + w L_bf) / (1 + w), queries' BF stream
+    # against the plain keys (ours); pair_sum / pair_mean = the sum / mean of the loss of every
+    # (query stream, key stream) pairing (the authors' MoCo-v3 / MoCo-v2).
+    loss: Literal["weighted", "pair_sum", "pair_mean"] = "weighted"
 
 
 @dataclass

@@ -51,6 +51,23 @@ def combine_streams(plain: torch.Tensor, bf: torch.Tensor | None, weight: float)
     return (plain + weight * bf) / (1.0 + weight)
 
 
+def compose_streams(losses: list[list[torch.Tensor]], mode: str, weight: float) -> torch.Tensor:
+    """The training loss from the loss of each (query stream s, key stream t) pairing.
+
+    losses[s][t], s and t in (0 = plain, 1 = BatchFormer). `weighted`: the plain keys
+    only, (L[0][0] + w L[1][0]) / (1 + w). `pair_sum`: every pairing summed - the authors'
+    MoCo-v3 with --add_bf 1 (zhihou7/BatchFormer moco-v3/moco/builder.py L140-144: 8 terms
+    over the two view directions, no division). `pair_mean`: their mean - the authors'
+    MoCo-v2 (builder_v2.py L194-210: one cross-entropy over the 4B rows of the four
+    pairings, each pairing B rows, so the mean of the four pairing losses).
+    """
+    if mode == "weighted":
+        return combine_streams(losses[0][0], losses[1][0] if len(losses) > 1 else None, weight)
+    pairs = [loss for row in losses for loss in row]
+    total = torch.stack(pairs).sum()
+    return total if mode == "pair_sum" else total / len(pairs)
+
+
 def chance_loss_queue(queue_size: int) -> float:
     """InfoNCE when every logit is equal: ln(K + 1), the collapse plateau."""
     return math.log(queue_size + 1)

@@ -3,8 +3,9 @@
 lr = train.lr * global batch / 256 (Goyal et al. 2017's linear scaling, as both
 MoCo codes do). Groups: weights; BN parameters and biases (no weight decay and,
 under LARS, no trust-ratio scaling when train.exclude_norm_bias - MoCo-v3's
-optimizer.py); BatchFormer (lr * bf.lr_scale). Each group keeps an `lr_scale`
-that the per-step schedule multiplies in. Frozen parameters (the key encoder,
+optimizer.py exempts every 1-D tensor, BatchFormer's LayerNorms and biases
+included); BatchFormer (lr * bf.lr_scale), its 1-D tensors exempt likewise.
+Each group keeps an `lr_scale` that the per-step schedule multiplies in. Frozen parameters (the key encoder,
 a fixed BatchFormer) are left out.
 """
 from __future__ import annotations
@@ -22,19 +23,19 @@ def base_lr(cfg: Config) -> float:
 
 def param_groups(cfg: Config, model: nn.Module) -> list[dict]:
     t = cfg.train
-    buckets: dict[str, list] = {"weights": [], "norm_bias": [], "batchformer": []}
+    buckets: dict[str, list] = {"weights": [], "norm_bias": [], "batchformer": [],
+                                "batchformer_norm_bias": []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.startswith("query.bf."):
-            buckets["batchformer"].append(p)
-        elif t.exclude_norm_bias and p.ndim <= 1:
-            buckets["norm_bias"].append(p)
-        else:
-            buckets["weights"].append(p)
+        bucket = "batchformer" if name.startswith("query.bf.") else "weights"
+        if t.exclude_norm_bias and p.ndim <= 1:
+            bucket = "norm_bias" if bucket == "weights" else "batchformer_norm_bias"
+        buckets[bucket].append(p)
     settings = {"weights": (1.0, t.weight_decay),
                 "norm_bias": (1.0, 0.0),
-                "batchformer": (cfg.bf.lr_scale, t.weight_decay)}
+                "batchformer": (cfg.bf.lr_scale, t.weight_decay),
+                "batchformer_norm_bias": (cfg.bf.lr_scale, 0.0)}
     return [{"params": ps, "name": n, "lr_scale": settings[n][0], "weight_decay": settings[n][1]}
             for n, ps in buckets.items() if ps]
 

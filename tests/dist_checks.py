@@ -50,6 +50,34 @@ def mocov3_loss_and_grads(acc) -> dict:
     return {"v3_loss": acc.reduce(out["loss"].detach(), "mean"), "v3_grads": grads}
 
 
+def authors_v3_global(acc) -> dict:
+    """(f) the authors' MoCo-v3 (keys through the shared layer, 8 terms), global scope,
+    trainable, BN and dropout isolated (eval mode): loss and gradients."""
+    cfg = load_config(["recipe=mocov3_bf_authors", *SMALL, "bf.scope=global", "bf.trainable=true"])
+    torch.manual_seed(0)
+    method = build_method(cfg, acc.num_processes).eval()
+    model = acc.prepare(method)
+    x1, x2 = global_views(2)
+    sl = my_slice(acc)
+    out = model(x1[sl], x2[sl])
+    acc.backward(out["loss"])
+    grads = torch.cat([p.grad.flatten() for p in method.query.parameters() if p.grad is not None])
+    return {"authors_v3_loss": acc.reduce(out["loss"].detach(), "mean"), "authors_v3_grads": grads}
+
+
+def authors_v2_queue(acc) -> dict:
+    """(g) the authors' MoCo-v2 with shuffle-BN: both key streams of every rank enqueued."""
+    cfg = load_config(["recipe=mocov2_bf_authors", *SMALL, "method.queue_size=64"])
+    torch.manual_seed(0)
+    method = build_method(cfg, acc.num_processes)
+    model = acc.prepare(method)
+    torch.manual_seed(300)
+    x1, x2 = global_views(30)
+    out = model(*(x[my_slice(acc)] for x in (x1, x2)))
+    return {"authors_v2_queues": acc.gather(method.queue.keys.unsqueeze(0)),
+            "authors_v2_plain_keys": acc.gather(out["keys"]), "authors_v2_ptr": method.queue.ptr.clone()}
+
+
 def mocov2_queue(acc) -> dict:
     """(b) the queue after steps with shuffle-BN: identical everywhere, holding every rank's keys."""
     cfg = load_config(["recipe=mocov2", *SMALL, "method.queue_size=40"])
@@ -84,7 +112,7 @@ def shuffle_bn(acc) -> dict:
     ids = torch.arange(GLOBAL_BATCH, dtype=torch.float32)
     x = torch.stack([ids, torch.ones_like(ids), torch.zeros_like(ids)], dim=1)[:, :, None, None]
     torch.manual_seed(7)
-    k = enc(x[my_slice(acc)])
+    k = enc(x[my_slice(acc)])[0]
     recovered = k[:, 0] / k[:, 1]  # normalisation keeps the id / 1 ratio
     seen = acc.gather(enc.backbone.seen.unsqueeze(0))
     return {"shuffle_seen": seen, "shuffle_recovered": acc.gather(recovered)}
@@ -129,7 +157,8 @@ def main(out_path: str) -> None:
     acc = make_accelerator(cfg)
     torch.set_num_threads(1)
     results = {"world": torch.tensor(acc.num_processes)}
-    for check in (mocov3_loss_and_grads, mocov2_queue, shuffle_bn, params_after_steps):
+    for check in (mocov3_loss_and_grads, mocov2_queue, shuffle_bn, params_after_steps,
+                  authors_v3_global, authors_v2_queue):
         results.update(check(acc))
     for scope in ("global", "local"):
         results.update(batchformer_scope(acc, scope))

@@ -45,6 +45,24 @@ def test_mocov3_loss_and_gradients_match_one_process(runs):
     assert scale > 0 and (one["v3_grads"] - two["v3_grads"]).abs().max() < 1e-5 * scale + 1e-8
 
 
+def test_authors_mocov3_global_scope_matches_one_process(runs):
+    one, two = runs
+    assert torch.allclose(one["authors_v3_loss"], two["authors_v3_loss"], atol=1e-6)
+    scale = one["authors_v3_grads"].abs().max()
+    diff = (one["authors_v3_grads"] - two["authors_v3_grads"]).abs().max()
+    assert scale > 0 and diff < 1e-5 * scale + 1e-8
+
+
+def test_authors_mocov2_enqueues_both_key_streams_of_every_rank(runs):
+    _, two = runs
+    queues, plain = two["authors_v2_queues"], two["authors_v2_plain_keys"]
+    assert torch.equal(queues[0], queues[1]) and int(two["authors_v2_ptr"]) == 32
+    # per rank: its 8 plain keys, then its 8 BatchFormer keys (builder_v2.py's order)
+    assert torch.allclose(queues[0][0:8], plain[0:8], atol=1e-6)
+    assert torch.allclose(queues[0][16:24], plain[8:16], atol=1e-6)
+    assert not torch.allclose(queues[0][8:16], plain[0:8], atol=1e-3)
+
+
 def test_mocov2_queue_is_identical_and_holds_every_ranks_keys(runs):
     _, two = runs
     queues = two["v2_queues"]

@@ -145,3 +145,45 @@ def test_pre_projector_bf_runs_before_the_shared_projector():
     assert m.query.bf.encoder.layers[0].linear1.in_features == m.backbone.dim
     plain, bf_stream = m.query(views()[0])
     assert plain.shape == bf_stream.shape == (16, 128)
+
+
+def test_mocov3_heads_have_no_bias_as_the_official_mlps():
+    # facebookresearch/moco-v3 builder.py _build_mlp: nn.Linear(dim1, dim2, bias=False) throughout
+    _, m = make("mocov3")
+    linears = [mod for part in (m.query.projector, m.query.predictor) for mod in part.modules()
+               if isinstance(mod, torch.nn.Linear)]
+    assert len(linears) == 4 and all(lin.bias is None for lin in linears)
+
+
+def test_mocov2_head_hidden_width_follows_the_backbone_unless_set():
+    # facebookresearch/moco builder.py L37-40: hidden = dim_mlp = the backbone's feature dim
+    for extra, hidden in ((["model.width=1.0"], 512), (["model.width=0.25"], 128),
+                          (["model.width=0.25", "method.proj_hidden=2048"], 2048)):
+        cfg = load_config(["recipe=mocov2", *extra])
+        m = build_method(cfg)
+        first = next(mod for mod in m.query.projector.modules() if isinstance(mod, torch.nn.Linear))
+        assert (first.in_features, first.out_features) == (m.backbone.dim, hidden), extra
+
+
+def test_lars_exempts_every_one_dimensional_tensor_batchformer_included():
+    # facebookresearch/moco-v3 moco/optimizer.py: weight decay and the trust ratio only where
+    # p.ndim > 1; every other tensor takes a plain momentum step, p -= lr * mu, mu = grad at first.
+    cfg, m = make("mocov3_bf")
+    opt = build_optimizer(cfg, m)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert all((id(p) in decayed) == (p.ndim > 1) for p in m.parameters() if p.requires_grad)
+    lr = 0.5
+    set_lr(opt, lr)
+    m(*views())["loss"].backward()
+    before = {n: (p.detach().clone(), p.grad.clone()) for n, p in m.named_parameters()
+              if p.grad is not None}
+    opt.step()
+    bf_1d = [n for n, p in m.named_parameters() if n.startswith("query.bf.") and p.ndim == 1]
+    assert len(bf_1d) >= 6  # in_proj/out_proj/linear biases and both LayerNorms
+    for name, p in m.named_parameters():
+        if name in before and p.ndim == 1:
+            old, grad = before[name]
+            assert torch.allclose(p.detach(), old - lr * grad, atol=1e-7), name
+    w = dict(m.named_parameters())["query.bf.encoder.layers.0.linear1.weight"]
+    old, grad = before["query.bf.encoder.layers.0.linear1.weight"]
+    assert not torch.allclose(w.detach(), old - lr * grad, atol=1e-6)  # 2-D: trust ratio applies

@@ -36,17 +36,20 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("recipe", ["mocov2", "mocov2_bf", "mocov3", "mocov3_bf"])
+@pytest.mark.parametrize("recipe", ["mocov2", "mocov2_bf", "mocov3", "mocov3_bf",
+                                    "mocov2_bf_authors", "mocov3_bf_authors"])
 def test_recipe_writes_the_contract_run_directory(tmp_path, cifar_root, recipe):
     out = tmp_path / recipe
     pretrain(out, cifar_root, f"recipe={recipe}", "train.max_steps=3")
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["method"]["name"] == recipe[:6] and saved["bf"]["enabled"] == recipe.endswith("_bf")
+    with_bf = "_bf" in recipe
+    assert saved["method"]["name"] == recipe[:6] and saved["bf"]["enabled"] == with_bf
+    assert saved["bf"]["keys"] == recipe.endswith("_authors")
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all({"step", "epoch", "loss", "lr"} <= set(r) for r in rows)
     assert all(0 < r["loss"] < 50 for r in rows)
-    assert ("loss_bf" in rows[0]) == recipe.endswith("_bf")
+    assert ("loss_bf" in rows[0]) == with_bf
     assert (out / "checkpoints" / "last" / "model.safetensors").is_file()
     _, _, state = load_checkpoint(out / "checkpoints" / "last")
     assert state["step"] == 3
@@ -55,8 +58,9 @@ def test_recipe_writes_the_contract_run_directory(tmp_path, cifar_root, recipe):
 
 
 def test_killed_mid_epoch_resumes_to_the_same_result(tmp_path, cifar_root):
-    """kill -9 after a mid-epoch checkpoint; resume=auto ends where an uninterrupted run ends."""
-    args = ["recipe=mocov2_bf", "train.epochs=2", "train.checkpoint_every=2", "data.subset=160"]
+    """kill -9 after a mid-epoch checkpoint; resume=auto ends where an uninterrupted run ends
+    (the authors' MoCo-v2 design: keys through the shared layer, both key streams queued)."""
+    args = ["recipe=mocov2_bf_authors", "train.epochs=2", "train.checkpoint_every=2", "data.subset=160"]
     straight = tmp_path / "straight"
     pretrain(straight, cifar_root, *args)
     crashed = tmp_path / "crashed"

@@ -37,16 +37,26 @@ def test_queue_keeps_newest_when_batch_exceeds_size():
     assert sorted(q.keys.flatten().tolist()) == [2.0, 3.0, 4.0, 5.0]
 
 
-def test_lr_warmup_then_cosine():
-    base, total, warm = 0.4, 110, 10
-    assert abs(lr_at(0, total, warm, base) - 0.04) < 1e-12  # (0 + 1) / 10
-    assert abs(lr_at(9, total, warm, base) - 0.4) < 1e-12
-    assert abs(lr_at(10, total, warm, base) - 0.4) < 1e-12  # cosine starts at base
-    assert abs(lr_at(60, total, warm, base) - 0.2) < 1e-12  # half way: base / 2
-    assert lr_at(109, total, warm, base) < 1e-3
+def official_mocov3_lr(epoch: int, i: int, iters: int, epochs: int, warmup: int, base: float):
+    """facebookresearch/moco-v3 main_moco.py adjust_learning_rate, called with the fractional
+    epoch `epoch + i / iters_per_epoch` before iteration i."""
+    e = epoch + i / iters
+    if e < warmup:
+        return base * e / warmup
+    return base * 0.5 * (1.0 + math.cos(math.pi * (e - warmup) / (epochs - warmup)))
+
+
+def test_lr_warmup_then_cosine_equals_the_official_formula():
+    base, iters, epochs, warmup = 0.4, 7, 12, 2
+    total = iters * epochs
+    for step in range(total):
+        expected = official_mocov3_lr(step // iters, step % iters, iters, epochs, warmup, base)
+        assert abs(lr_at(step, total, warmup * iters, base) - expected) < 1e-12, step
+    assert lr_at(0, total, warmup * iters, base) == 0.0  # the first step trains at lr 0
+    assert abs(lr_at(1, total, 14, base) - base / 14) < 1e-12
     assert abs(lr_at(5, 100, 0, 1.0) - 0.5 * (1 + math.cos(math.pi * 5 / 100))) < 1e-12
-    assert lr_at(3, total, warm, base, "constant") == base * 4 / 10  # warmup still applies
-    assert lr_at(100, total, warm, base, "constant") == base
+    assert lr_at(3, 110, 10, base, "constant") == base * 3 / 10  # warmup still applies
+    assert lr_at(100, 110, 10, base, "constant") == base
 
 
 def test_momentum_cosine_from_m0_to_one():

@@ -2,7 +2,10 @@
 
 Its parameters follow the query side by EMA (lightly's update_momentum); its
 BatchNorm buffers are its own (train-mode statistics), as in the official
-MoCo code. BatchFormer and the predictor are never part of it.
+MoCo code. The predictor is never part of it. BatchFormer is not either: with
+`bf.keys` (the authors' design) the method passes the query side's module in at
+call time, so the key encoder runs the very same layer - never copied, never
+EMA-updated, never frozen by this module - and it stays out of the state dict here.
 """
 from __future__ import annotations
 
@@ -15,9 +18,12 @@ from lightly.models.utils import (batch_shuffle, batch_unshuffle, concat_all_gat
 from lightly.utils import dist
 from torch import nn
 
+from ssl_bf.methods.query_path import Stream, encode
+
 
 class KeyEncoder(nn.Module):
-    """(B, 3, S, S) -> (B, out) L2-normalised keys, computed without gradient."""
+    """(B, 3, S, S) -> [(B, out)] L2-normalised keys, or [plain, BatchFormer] keys when a
+    BatchFormer stream is passed; computed without gradient."""
 
     def __init__(self, backbone: nn.Module, projector: nn.Module, shuffle_bn: bool = False):
         super().__init__()
@@ -32,16 +38,22 @@ class KeyEncoder(nn.Module):
         update_momentum(projector, self.projector, m)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bf: Stream | None = None,
+                position: str = "post_projector") -> list[torch.Tensor]:
+        streams = 1 if bf is None else 2
         if not self.shuffle_bn:
-            return F.normalize(self.projector(self.backbone(x)), dim=1)
+            k = encode(self.backbone, self.projector, x, bf, position)
+            return [F.normalize(s, dim=1) for s in k.chunk(streams)]
         # Shuffle-BN (He et al. 2020 §3.3): keys are normalised in a batch whose
         # composition differs from their queries'. Across processes when there
         # are several; on one, a permutation that, with split BN, regroups them.
+        # A BatchFormer stream sees the shuffled batch, as in the authors' builder_v2.py
+        # (L179-188: the key encoder, layer included, runs on the shuffled images).
         distributed = dist.world_size() > 1
         x, order = batch_shuffle(x, distributed=distributed)
-        k = self.projector(self.backbone(x))
-        return F.normalize(batch_unshuffle(k, order, distributed=distributed), dim=1)
+        k = encode(self.backbone, self.projector, x, bf, position)
+        return [F.normalize(batch_unshuffle(s, order, distributed=distributed), dim=1)
+                for s in k.chunk(streams)]
 
 
 @torch.no_grad()

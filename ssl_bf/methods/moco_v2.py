@@ -2,21 +2,24 @@
 
 Queries from the trained encoder, keys from its EMA copy, negatives from a
 queue of past keys. With BatchFormer the query batch has a second stream,
-BF(z), normalised and scored against the same positive key and queue.
+BF(z), normalised and scored against the same positive key and queue. With
+`bf.keys` (the authors' builder_v2.py) the keys have a BatchFormer stream too:
+every query stream is scored against every key stream (4B rows against one
+queue), and both key streams are enqueued.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from lightly.utils import dist
 from torch import nn
 
 from ssl_bf.config_schema import Config
 from ssl_bf.heads import mocov2_projector
 from ssl_bf.key_queue import KeyQueue
-from ssl_bf.losses import chance_loss_queue, combine_streams, info_nce_queue
+from ssl_bf.losses import chance_loss_queue, info_nce_queue
 from ssl_bf.methods.key_encoder import KeyEncoder, gather_keys
 from ssl_bf.methods.query_path import QueryPath, build_batchformer
+from ssl_bf.methods.record import loss_record
 from ssl_bf.split_bn import convert_split_bn
 
 
@@ -34,7 +37,7 @@ class MoCoV2(nn.Module):
         self.key = KeyEncoder(backbone, projector, shuffle_bn=shuffle)
         self.queue = KeyQueue(m.queue_size, m.proj_out)
         self.temperature, self.symmetric = m.temperature, m.symmetric
-        self.bf_weight = cfg.bf.loss_weight
+        self.bf_cfg = cfg.bf
 
     @property
     def backbone(self) -> nn.Module:
@@ -46,26 +49,25 @@ class MoCoV2(nn.Module):
     def chance_loss(self) -> float:
         return chance_loss_queue(self.queue.size) * (2 if self.symmetric else 1)
 
-    def _term(self, x_q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, bf_on: bool):
-        streams = [F.normalize(s, dim=1) for s in self.query(x_q, bf_on)]
-        losses = [info_nce_queue(q, k, negatives, self.temperature) for q in streams]
-        return losses, streams[0]
+    def _direction(self, x_q: torch.Tensor, x_k: torch.Tensor, negatives: torch.Tensor,
+                   bf_on: bool):
+        """Loss of each (query stream, key stream) pairing for queries x_q, keys x_k."""
+        key_bf = self.query.stream(bf_on) if self.bf_cfg.keys else None
+        keys = self.key(x_k, key_bf, self.bf_cfg.position)
+        queries = [F.normalize(s, dim=1) for s in self.query(x_q, bf_on)]
+        losses = [[info_nce_queue(q, k, negatives, self.temperature) for k in keys]
+                  for q in queries]
+        return losses, queries[0], keys
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, bf_on: bool = True) -> dict:
         # A snapshot: the enqueue below writes the buffer in place, and autograd
         # needs the negatives as they were (official MoCo: queue.clone().detach()).
         negatives = self.queue.keys.clone()
-        k2 = self.key(x2)
-        losses, q = self._term(x1, k2, negatives, bf_on)
-        new_keys = [k2]
+        losses, q, k2 = self._direction(x1, x2, negatives, bf_on)
+        new_keys = list(k2)  # [plain] or [plain, BF]: builder_v2.py L186-188, L217
         if self.symmetric:  # official CIFAR demo: loss_12 + loss_21, both on the old queue
-            k1 = self.key(x1)
-            back, _ = self._term(x2, k1, negatives, bf_on)
-            losses = [a + b for a, b in zip(losses, back)]
-            new_keys.append(k1)
+            back, _, k1 = self._direction(x2, x1, negatives, bf_on)
+            losses = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(losses, back)]
+            new_keys += k1
         self.queue.enqueue(gather_keys(torch.cat(new_keys)))
-        bf_loss = losses[1] if len(losses) > 1 else None
-        return {"loss": combine_streams(losses[0], bf_loss, self.bf_weight),
-                "loss_plain": losses[0].detach(),
-                "loss_bf": None if bf_loss is None else bf_loss.detach(),
-                "q": q.detach(), "keys": k2}
+        return loss_record(losses, self.bf_cfg, q=q.detach(), keys=k2[0])

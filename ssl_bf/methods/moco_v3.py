@@ -3,6 +3,8 @@
 Both views are queries and keys; negatives are the other keys of the global
 batch. With BatchFormer each view's batch has a second stream that shares the
 predictor (one pass over both streams) and is scored against the same keys.
+With `bf.keys` (the authors' builder.py) the keys have a BatchFormer stream too
+and every (query stream, key stream) pairing is a loss term.
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from torch import nn
 
 from ssl_bf.config_schema import Config
 from ssl_bf.heads import mocov3_predictor, mocov3_projector
-from ssl_bf.losses import chance_loss_mocov3, combine_streams, mocov3_contrastive
+from ssl_bf.losses import chance_loss_mocov3, mocov3_contrastive
 from ssl_bf.methods.key_encoder import KeyEncoder, gather_keys
 from ssl_bf.methods.query_path import QueryPath, build_batchformer
+from ssl_bf.methods.record import loss_record
 
 
 class MoCoV3(nn.Module):
@@ -28,7 +31,7 @@ class MoCoV3(nn.Module):
         self.query = QueryPath(backbone, projector, predictor, bf, cfg.bf)
         self.key = KeyEncoder(backbone, projector)
         self.temperature = m.temperature
-        self.bf_weight = cfg.bf.loss_weight
+        self.bf_cfg = cfg.bf
         self._global_batch = cfg.train.batch_size // max(1, cfg.train.accumulate)
 
     @property
@@ -41,15 +44,16 @@ class MoCoV3(nn.Module):
     def chance_loss(self) -> float:
         return chance_loss_mocov3(self._global_batch, self.temperature)
 
+    def _keys(self, x: torch.Tensor, bf_on: bool) -> list[torch.Tensor]:
+        key_bf = self.query.stream(bf_on) if self.bf_cfg.keys else None
+        return [gather_keys(k) for k in self.key(x, key_bf, self.bf_cfg.position)]
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, bf_on: bool = True) -> dict:
         q1, q2 = self.query(x1, bf_on), self.query(x2, bf_on)
-        k1, k2 = gather_keys(self.key(x1)), gather_keys(self.key(x2))
+        k1, k2 = self._keys(x1, bf_on), self._keys(x2, bf_on)
         offset = dist.rank() * x1.shape[0]
         t = self.temperature
-        losses = [mocov3_contrastive(a, k2, offset, t) + mocov3_contrastive(b, k1, offset, t)
-                  for a, b in zip(q1, q2)]
-        bf_loss = losses[1] if len(losses) > 1 else None
-        return {"loss": combine_streams(losses[0], bf_loss, self.bf_weight),
-                "loss_plain": losses[0].detach(),
-                "loss_bf": None if bf_loss is None else bf_loss.detach(),
-                "q": nn.functional.normalize(q1[0].detach().float(), dim=1)}
+        losses = [[mocov3_contrastive(a, k2[j], offset, t) + mocov3_contrastive(b, k1[j], offset, t)
+                   for j in range(len(k1))] for a, b in zip(q1, q2)]
+        return loss_record(losses, self.bf_cfg,
+                           q=nn.functional.normalize(q1[0].detach().float(), dim=1))

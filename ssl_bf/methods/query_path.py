@@ -4,11 +4,15 @@
 
 Where BatchFormer sits, the batch becomes two streams - the plain features h and
 BF(h) - concatenated along the batch, so every later module (the shared head)
-sees both in one pass; at the end they are split again. Keys never take this
-path. With `scope=global` BF attends over the batch of every process (a
-differentiable all-gather, so gradients reach the other processes' samples).
+sees both in one pass; at the end they are split again. With `bf.keys` the key
+encoder runs the same module at the same position (`encode` below serves both);
+otherwise keys never take it. With `scope=global` BF attends over the batch of
+every process (a differentiable all-gather, so gradients reach the other
+processes' samples).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from lightly.utils import dist
@@ -16,6 +20,8 @@ from torch import nn
 
 from ssl_bf.batchformer import BatchFormer
 from ssl_bf.config_schema import BatchFormerConfig
+
+Stream = Callable[[torch.Tensor], torch.Tensor]
 
 
 def build_batchformer(cfg: BatchFormerConfig, dim: int) -> BatchFormer:
@@ -25,6 +31,18 @@ def build_batchformer(cfg: BatchFormerConfig, dim: int) -> BatchFormer:
     # MoCo-v3 code actually ran, because its momentum-encoder setup froze it.
     bf.requires_grad_(cfg.trainable)
     return bf
+
+
+def encode(backbone: nn.Module, projector: nn.Module, x: torch.Tensor,
+           bf: Stream | None = None, position: str = "post_projector") -> torch.Tensor:
+    """(B, 3, S, S) -> (B, out), or (2B, out) = [plain; BatchFormer] when `bf` is given."""
+    h = backbone(x)
+    if bf is not None and position == "pre_projector":
+        h = torch.cat([h, bf(h)])
+    z = projector(h)
+    if bf is not None and position == "post_projector":
+        z = torch.cat([z, bf(z)])
+    return z
 
 
 class QueryPath(nn.Module):
@@ -39,15 +57,14 @@ class QueryPath(nn.Module):
         self.bf = bf
         self.bf_cfg = bf_cfg or BatchFormerConfig()
 
+    def stream(self, bf_on: bool) -> Stream | None:
+        """The BatchFormer stream this step, or None (no layer, or not yet switched on)."""
+        return self.batchformer if self.bf is not None and bf_on else None
+
     def forward(self, x: torch.Tensor, bf_on: bool = True) -> list[torch.Tensor]:
-        use_bf = self.bf is not None and bf_on
-        h = self.backbone(x)
-        if use_bf and self.bf_cfg.position == "pre_projector":
-            h = torch.cat([h, self.batchformer(h)])
-        z = self.projector(h)
-        if use_bf and self.bf_cfg.position == "post_projector":
-            z = torch.cat([z, self.batchformer(z)])
-        return list(self.predictor(z).chunk(2 if use_bf else 1))
+        bf = self.stream(bf_on)
+        z = encode(self.backbone, self.projector, x, bf, self.bf_cfg.position)
+        return list(self.predictor(z).chunk(1 if bf is None else 2))
 
     def batchformer(self, h: torch.Tensor) -> torch.Tensor:
         if self.bf_cfg.detach:  # idea under study: BF may not steer the encoder
