@@ -83,6 +83,10 @@ class AugConfig:
     cj_strength: float = 1.0
     blur: bool = True  # the method's Gaussian-blur probabilities, or none
     solarize: bool = True  # MoCo-v3's solarisation on view 2, or none
+    # Views made on the training device as batched tensor ops from uint8 images (same
+    # distributions as lightly's PIL transforms, ssl_bf/data/batched_views.py); false =
+    # lightly's PIL transforms in the loader workers.
+    batched: bool = False
 
 
 @dataclass

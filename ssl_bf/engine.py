@@ -20,7 +20,7 @@ from ssl_bf.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from ssl_bf.collapse import CollapseWatch
 from ssl_bf.config import save_config
 from ssl_bf.config_schema import Config
-from ssl_bf.data.pipeline import build_source, default_workers, pretrain_loader
+from ssl_bf.data.pipeline import batched_views, build_source, default_workers, pretrain_loader
 from ssl_bf.errors import TrainingFailed, UsageError
 from ssl_bf.export import BACKBONE_FILE, export_backbone
 from ssl_bf.methods import build_method
@@ -67,7 +67,8 @@ class Trainer:
         self.source = build_source(cfg.data, "pretrain", cfg.data.subset)
         self.plan = self._plan()
         self.loader = pretrain_loader(cfg, self.source, self.rank, self.world,
-                                      default_workers(cfg.data, local_processes()))
+                                      default_workers(cfg.data, local_processes(), cfg.aug.batched))
+        self.views = batched_views(cfg) if cfg.aug.batched else None
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
         self.method = build_method(cfg, self.world)
         if cfg.train.channels_last:
@@ -165,11 +166,12 @@ class Trainer:
                                      base_lr(cfg), cfg.train.schedule))
         bf_on = s.step >= self.plan.bf_start_step
         outputs = []
-        for i, (v1, v2, _, bad) in enumerate(micro):
+        for i, batch in enumerate(micro):
+            v1, v2, bad = self._views(batch)
             last = i == len(micro) - 1
             sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
             with sync:
-                out = self.model(self._to_device(v1), self._to_device(v2), bf_on=bf_on)
+                out = self.model(v1, v2, bf_on=bf_on)
                 self.acc.backward(out["loss"] / len(micro))
             outputs.append(out)
             self._note_bad_images(bad)
@@ -198,8 +200,17 @@ class Trainer:
                       f"({self.state.replaced_images} replacements so far): "
                       f"{self.source.name(i)}", file=sys.stderr, flush=True)
 
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.acc.device, non_blocking=True)
+    def _views(self, batch) -> tuple:
+        """A loader batch -> (view1, view2, bad) on the device: made there under aug.batched."""
+        first, second, index, bad = batch
+        if self.views is not None:  # (uint8 images, epochs, index, bad)
+            first = first.to(self.acc.device, non_blocking=True)
+            v1, v2 = self.views(first, index, int(second[0]))
+        else:
+            v1, v2 = (x.to(self.acc.device, non_blocking=True) for x in (first, second))
+        return self._layout(v1), self._layout(v2), bad
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
 
     def _on_nonfinite(self, outputs: list) -> None:

@@ -1,9 +1,12 @@
 """Datasets and loaders for pretraining (two augmented views) and evaluation.
 
-Augmentation is a pure function of (seed, epoch, index): every sample seeds the
-RNGs its transform draws from (torch, random, numpy - lightly's blur and
-solarize use numpy) before it is augmented. The views are therefore the same
-with 0 or 8 workers, on 1 or 2 processes, and after a resume in mid-epoch.
+Augmentation is a pure function of (seed, epoch, index). With `aug.batched: false`
+every sample seeds the RNGs its PIL transform draws from (torch, random, numpy -
+lightly's blur and solarize use numpy) before it is augmented in a worker; with
+`aug.batched: true` the loader yields uint8 images and the views are made on the
+training device from counter-based draws (ssl_bf/data/batched_views.py). Either
+way the views are the same with 0 or 8 workers, on 1 or 2 processes, and after a
+resume in mid-epoch.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_bf.config_schema import Config, DataConfig
+from ssl_bf.data.batched_views import BatchedViews, crop_pair
 from ssl_bf.data.datasets import open_split
 from ssl_bf.data.images import BadImage, ImageSource, cpu_threads, decode_all, stratified_first
 from ssl_bf.data.sampler import GlobalBatchSampler
@@ -93,6 +97,37 @@ class ViewsDataset(Dataset):
         return v1, v2, index, bad
 
 
+class ImagesDataset(Dataset):
+    """key (epoch, index) -> (uint8 image (3, H, W), epoch, index, replaced bad index or -1).
+
+    Images of mixed sizes cannot be stacked: for those (native_size None) each view's
+    random resized crop is cut here, in the worker, with the parameters the device
+    would draw, and the item is the uint8 pair (2, 3, S, S) of crops.
+    """
+
+    def __init__(self, source: ImageSource, seed: int, views: BatchedViews | None = None,
+                 strict: bool = False):
+        self.load = RobustLoader(source, strict)
+        self.seed, self.views = seed, views
+
+    def __len__(self) -> int:
+        return len(self.load.source)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        image, bad = self.load(index)
+        image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if self.views is not None:
+            image = crop_pair(image, self.views, epoch, index)
+        return image, epoch, index, bad
+
+
+def batched_views(cfg: Config) -> BatchedViews:
+    """The device-side view maker with the recipe's lightly transform's parameters."""
+    transform = pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug)
+    return BatchedViews.from_lightly(transform, cfg.train.seed)
+
+
 class EvalDataset(Dataset):
     """index -> (image tensor, label, index); label -1 where there are none."""
 
@@ -110,7 +145,7 @@ class EvalDataset(Dataset):
         return self.transform(Image.fromarray(image)), label, index
 
 
-def default_workers(cfg: DataConfig, processes_per_node: int) -> int:
+def default_workers(cfg: DataConfig, processes_per_node: int, batched: bool = False) -> int:
     if cfg.num_workers is not None:
         return cfg.num_workers
     # Decoded images in memory make augmentation the whole input cost: ~440 pairs/s
@@ -118,6 +153,9 @@ def default_workers(cfg: DataConfig, processes_per_node: int) -> int:
     # quarter-width ResNet-18 step eats ~330 pairs/s on 2 cores, so augmentation and
     # compute share the cores: one worker per core per process, measured best on 2 cores
     # (2 workers 207 pairs/s end to end, 1 worker 188, 0 workers 181), capped at 8.
+    # With batched views on the device a worker only gathers uint8 images: one is enough.
+    if batched:
+        return 1
     return max(1, min(8, cpu_threads() // max(1, processes_per_node)))
 
 
@@ -126,8 +164,13 @@ def pretrain_loader(cfg: Config, source: ImageSource, rank: int, world: int,
     """This process's micro-batches; call `loader.batch_sampler.set_epoch(e, step)`
     before iterating. Workers persist across epochs (the sampler runs in this
     process, so they need not be re-forked to learn the new order)."""
-    dataset = ViewsDataset(source, pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug),
-                           cfg.train.seed, cfg.data.strict)
+    if cfg.aug.batched:
+        mixed_sizes = source.native_size is None
+        dataset = ImagesDataset(source, cfg.train.seed, batched_views(cfg) if mixed_sizes else None,
+                                cfg.data.strict)
+    else:
+        dataset = ViewsDataset(source, pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug),
+                               cfg.train.seed, cfg.data.strict)
     sampler = GlobalBatchSampler(len(source), cfg.train.batch_size, cfg.train.accumulate, rank,
                                  world, cfg.train.seed, epoch=0)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,

@@ -1,0 +1,81 @@
+"""Two augmented views of a uint8 image batch, made on the training device (`aug.batched`).
+
+The loader hands over decoded uint8 images; each view is then a handful of batched
+tensor ops with per-image parameters (ssl_bf/data/batched_ops.py) in lightly's order:
+crop+resize+flip, colour jitter (p), greyscale (p), Gaussian blur (p), solarize (p),
+normalise. Parameters come from counter-based uniforms keyed by (seed, epoch, view,
+image index), so the views of an image do not depend on its batch, the worker count,
+the number of processes or a resume.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from ssl_bf.data import batched_ops as ops
+from ssl_bf.data.counter_rng import stream_base, uniforms
+from ssl_bf.data.view_params import DRAWS, ViewParams, ViewSpec, sample_params, spec_from_lightly
+
+
+def view_params(spec: ViewSpec, seed: int, epoch: int, view: int, index: torch.Tensor,
+                height: int, width: int) -> ViewParams:
+    """The parameters of view `view` of the images `index` (a pure function of its inputs)."""
+    u = uniforms(stream_base(seed, epoch, view), index.cpu().numpy(), DRAWS)
+    n = len(u)
+    return sample_params(spec, u, np.full(n, height), np.full(n, width))
+
+
+def apply_view(images: torch.Tensor, p: ViewParams, spec: ViewSpec) -> torch.Tensor:
+    """uint8 or [0, 1] float (B, 3, H, W) -> the normalised float (B, 3, size, size) view."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    dev = x.device
+    x = ops.resized_crop(x, p.top, p.left, p.height, p.width, p.flip, spec.size)
+    x = ops.where_rows(p.jitter.to(dev), ops.colour_jitter, x, p.factors.to(dev), p.order.to(dev))
+    x = ops.where_rows(p.grey.to(dev), lambda t: ops.grey(t).expand(-1, 3, -1, -1), x)
+    if spec.blur_p > 0:
+        kernel = ops.blur_kernel_size(spec.sigmas[1], spec.size)
+        x = ops.where_rows(p.blur.to(dev), ops.gaussian_blur, x, p.sigma.to(dev), kernel)
+    x = ops.where_rows(p.solarize.to(dev), ops.solarize, x, spec.threshold)
+    mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class BatchedViews:
+    """(uint8 (B, 3, H, W) images, (B,) indices, epoch) -> (view1, view2), on the images' device."""
+
+    def __init__(self, specs: tuple[ViewSpec, ViewSpec], seed: int):
+        self.specs, self.seed = specs, seed
+
+    @classmethod
+    def from_lightly(cls, transform, seed: int) -> "BatchedViews":
+        """The two views of a lightly multi-view transform (MoCoV2Transform, BYOLTransform)."""
+        first, second = transform.transforms
+        return cls((spec_from_lightly(first), spec_from_lightly(second)), seed)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, index: torch.Tensor, epoch: int):
+        """images: uint8 (B, 3, H, W), or (B, 2, 3, S, S) crops already cut by crop_pair."""
+        views = []
+        for v, spec in enumerate(self.specs):
+            x = images if images.dim() == 4 else images[:, v]
+            p = view_params(spec, self.seed, epoch, v, index, x.shape[2], x.shape[3])
+            if images.dim() == 5:  # cropped in the loader: only the flip is left to do here
+                p.top, p.left = torch.zeros_like(p.top), torch.zeros_like(p.left)
+                p.height, p.width = torch.full_like(p.height, x.shape[2]), torch.full_like(p.width, x.shape[3])
+            views.append(apply_view(x, p, spec))
+        return tuple(views)
+
+
+def crop_pair(image: torch.Tensor, views: BatchedViews, epoch: int, index: int) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (2, 3, S, S): each view's random resized crop of one image of
+    any size, with the parameters BatchedViews would draw for it (torchvision's
+    resized_crop, bilinear, antialiased); the rest of each view is made on the device."""
+    _, h, w = image.shape
+    crops = []
+    for v, spec in enumerate(views.specs):
+        p = view_params(spec, views.seed, epoch, v, torch.tensor([index]), h, w)
+        crops.append(TF.resized_crop(image, int(p.top[0]), int(p.left[0]), int(p.height[0]),
+                                     int(p.width[0]), [spec.size, spec.size], antialias=True))
+    return torch.stack(crops)

@@ -1,0 +1,39 @@
+"""Random numbers as a pure function of their address: (seed, epoch, stream, image, draw).
+
+Batched augmentation draws every image's parameters at once, yet the views of image i
+must depend only on (seed, epoch, i) - not on the batch it lands in, the number of
+workers or processes, or a resume in mid-epoch. A counter-based generator gives that
+for free: the n-th number of a stream is SplitMix64's output for state base + n·γ
+(Steele, Lea, Flood 2014, "Fast splittable pseudorandom number generators"; the
+finaliser constants are Stafford's "Mix13"), with base = a hash of (seed, epoch, stream)
+and n = image · draws + draw. numpy's uint64 arithmetic wraps modulo 2^64 as the
+algorithm needs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _finalise(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def stream_base(*key: int) -> np.uint64:
+    """A 64-bit state for a key of integers (seed, epoch, stream, ...)."""
+    z = np.zeros(1, dtype=np.uint64)
+    for part in key:
+        z = _finalise(z ^ np.uint64(part & 0xFFFFFFFFFFFFFFFF))
+    return z[0]
+
+
+def uniforms(base: np.uint64, index: np.ndarray, draws: int) -> np.ndarray:
+    """(len(index), draws) float64 in [0, 1): row r is image index[r]'s `draws` numbers."""
+    n = np.asarray(index, dtype=np.uint64)[:, None] * np.uint64(draws) + np.arange(draws, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = _finalise(base + (n + np.uint64(1)) * _GAMMA)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
