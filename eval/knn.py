@@ -4,8 +4,10 @@
     python eval/knn.py checkpoint=backbone.safetensors recipe=mocov3 data.root=data/cifar10
     python eval/knn.py checkpoint=random recipe=mocov3 knn.k=[10,20,200] knn.test_subset=2000
 
-Bank = the labelled train split (data.subset applies), queries = the test split
-(knn.test_subset caps it). Prints a table, then one JSON line: `knn_top1` is the
+Bank = the labelled train split (data.eval_train: the pretraining images, or the whole
+balanced split - the default under data.imbalance), queries = the test split
+(knn.test_subset caps it); top-1 is also given per class and per many / medium / few
+group of classes (ranked by their count in the pretraining split). Prints a table, then one JSON line: `knn_top1` is the
 top-1 (percent) at the last k of knn.k - the number the pretraining monitor logs.
 Several processes (`accelerate launch`) share the feature extraction.
 """
@@ -31,6 +33,10 @@ def table(target, cfg, row: dict, bank: int, queries: int, dim: int) -> str:
              f"queries     {queries} test images",
              f"{'k':>6}  {'top-1':>7}  {'top-5':>7}"]
     lines += [f"{k:>6}  {row[f'knn_top1_k{k}']:7.2f}  {row[f'knn_top5_k{k}']:7.2f}" for k in cfg.knn.k]
+    groups = row["knn_top1_groups"]
+    lines.append("groups      " + "  ".join(
+        f"{g} {'-' if v is None else f'{v:.2f}'}" for g, v in groups.items())
+        + "  (top-1 at the last k; classes ranked by pretraining count)")
     lines.append(f"time        {row['knn_seconds']:.1f} s")
     return "\n".join(lines)
 
@@ -39,7 +45,7 @@ def table(target, cfg, row: dict, bank: int, queries: int, dim: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ssl_bf.data.pipeline import default_workers
+    from ssl_bf.data.pipeline import default_workers, pretrain_class_counts
     from ssl_bf.evaluation.features import eval_loader
     from ssl_bf.evaluation.load import load_target
     from ssl_bf.evaluation.monitor import knn_datasets, knn_evaluate
@@ -56,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     backbone = target.backbone.to(acc.device)
     if cfg.train.channels_last:  # as the run trained; extract_features feeds NHWC images
         backbone.to(memory_format=torch.channels_last)
-    row = knn_evaluate(cfg, backbone, acc, loaders, num_classes(*datasets))
+    row = knn_evaluate(cfg, backbone, acc, loaders, num_classes(*datasets),
+                       pretrain_class_counts(cfg.data))
     if acc.is_main_process:
         print(table(target, cfg, row, len(datasets[0]), len(datasets[1]), backbone.dim))
         print(json.dumps(row), flush=True)

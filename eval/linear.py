@@ -5,9 +5,11 @@
     accelerate launch --multi_gpu --num_processes 2 eval/linear.py checkpoint=random recipe=mocov3
 
 `checkpoint=` as in eval/knn.py. The probe trains on the labelled train split
-(data.subset applies) and is scored on the test split; settings come from the
+(data.eval_train: the pretraining images, or the whole balanced split - the default
+under data.imbalance) and is scored on the test split; settings come from the
 linear.* keys of the run's recipe (override any of them). Prints the epochs and a
-table, then one JSON line {"linear_top1": ..., "linear_top5": ...} (percent).
+table, then one JSON line {"linear_top1": ..., "linear_top5": ..., "linear_top1_groups":
+{"many", "medium", "few"}, "linear_top1_per_class": [...]} (percent).
 Raises if any backbone weight or BatchNorm statistic moved during the probe.
 """
 import json
@@ -36,6 +38,8 @@ def table(target, cfg, row: dict, train: int, test: int, processes: int) -> str:
         f"{lin.epochs} epochs, wd {lin.weight_decay}",
         f"top-1       {row['linear_top1']:.2f}",
         f"top-5       {row['linear_top5']:.2f}",
+        "groups      " + "  ".join(f"{g} {'-' if v is None else f'{v:.2f}'}"
+                                   for g, v in row["linear_top1_groups"].items()),
         f"time        extract {row['extract_seconds']:.1f} s, train {row['train_seconds']:.1f} s"])
 
 
@@ -43,7 +47,7 @@ def table(target, cfg, row: dict, train: int, test: int, processes: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ssl_bf.data.pipeline import default_workers
+    from ssl_bf.data.pipeline import default_workers, pretrain_class_counts
     from ssl_bf.evaluation.linear import check_linear_config, linear_probe
     from ssl_bf.evaluation.load import load_target
     from ssl_bf.evaluation.splits import labelled_splits, num_classes
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.train.channels_last:  # as the run trained; extract_features feeds NHWC images
         backbone.to(memory_format=torch.channels_last)
     row = linear_probe(cfg, backbone, acc, train, test, num_classes(train, test),
-                       default_workers(cfg.data, local_processes()), log)
+                       default_workers(cfg.data, local_processes()), log,
+                       pretrain_class_counts(cfg.data))
     if acc.is_main_process:
         print(table(target, cfg, row, len(train), len(test), acc.num_processes))
         print(json.dumps({**row, "linear_mode": cfg.linear.mode}), flush=True)

@@ -222,8 +222,10 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
-def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def save_config(cfg: Config, path: str | os.PathLike, header: str = "") -> None:
+    """The resolved config as YAML; `header` lines go on top as comments."""
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    Path(path).write_text(comments + yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def read_saved_config(path: str | os.PathLike) -> dict:
@@ -261,6 +263,7 @@ def validate(cfg: Config) -> Config:
     if len(t.betas) != 2:
         raise UsageError(f"train.betas: expected two numbers, got {t.betas}")
     _validate_bf_streams(b)
+    _validate_imbalance(cfg.data)
     if any(k < 1 for k in cfg.knn.k) or not cfg.knn.k:
         raise UsageError(f"knn.k: expected a list of positive integers, got {cfg.knn.k}")
     return cfg
@@ -278,3 +281,17 @@ def _validate_bf_streams(b) -> None:
                          f"with bf.loss={b.loss}")
     if b.loss_weight < 0:
         raise UsageError(f"bf.loss_weight: must be at least 0, got {b.loss_weight}")
+
+
+def _validate_imbalance(d) -> None:
+    if d.imbalance is None:
+        return
+    if d.imbalance < 1:
+        raise UsageError(f"data.imbalance: the ratio of the largest to the smallest class must be "
+                         f"at least 1, got {d.imbalance}")
+    if d.subset is not None:
+        raise UsageError("data.imbalance and data.subset both cut the pretraining split; use one "
+                         "(data.subset=null with data.imbalance)")
+    if d.dataset == "stl10":
+        raise UsageError("data.imbalance: stl10's pretraining split is unlabelled, so it cannot "
+                         "be cut by class; use cifar10, cifar100 or imagefolder")

@@ -70,6 +70,12 @@ class DataConfig:
     dataset: Literal["cifar10", "cifar100", "stl10", "imagefolder"] = "cifar10"
     root: str = "data/cifar10"
     subset: Optional[int] = None
+    # Long-tailed pretraining (Cui et al., CVPR 2019): class c keeps its first
+    # floor(n_max * R^(-c/(C-1))) images; null = the split as it is.
+    imbalance: Optional[float] = None
+    # What the kNN bank and the linear probe train on: full = the whole labelled train split
+    # (balanced), pretrain = the pretraining images; null = full with data.imbalance, else pretrain.
+    eval_train: Optional[Literal["full", "pretrain"]] = None
     image_size: int = 32
     num_workers: Optional[int] = None  # null = auto
     cache_gb: float = 8.0  # decode into memory when the decoded set fits (0 = never)

@@ -20,7 +20,8 @@ from ssl_bf.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from ssl_bf.collapse import CollapseWatch
 from ssl_bf.config import save_config
 from ssl_bf.config_schema import Config
-from ssl_bf.data.pipeline import batched_views, build_source, default_workers, pretrain_loader
+from ssl_bf.data.pipeline import (batched_views, build_source, default_workers, describe_split,
+                                  pretrain_loader)
 from ssl_bf.errors import TrainingFailed, UsageError
 from ssl_bf.export import BACKBONE_FILE, export_backbone
 from ssl_bf.methods import build_method
@@ -64,7 +65,7 @@ class Trainer:
         self.threads = set_threads(cfg, self.acc)
         warn_slow_bf16(cfg, self.acc)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
-        self.source = build_source(cfg.data, "pretrain", cfg.data.subset)
+        self.source = build_source(cfg.data, "pretrain", cfg.data.subset, cfg.data.imbalance)
         self.plan = self._plan()
         self.loader = pretrain_loader(cfg, self.source, self.rank, self.world,
                                       default_workers(cfg.data, local_processes(), cfg.aug.batched))
@@ -127,7 +128,9 @@ class Trainer:
     def fit(self) -> Path:
         if self.acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out / "config.yaml")
+            header = describe_split(self.source)
+            self._say(header)
+            save_config(self.cfg, self.out / "config.yaml", header=header)
             self.log.truncate_after(self.state.step)
         start_trackers(self.acc, self.cfg)
         self.acc.wait_for_everyone()

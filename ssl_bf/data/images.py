@@ -103,6 +103,23 @@ def stratified_first(labels: Optional[np.ndarray], n: int, total: int) -> np.nda
     return np.sort(order[:n])
 
 
+def long_tail_counts(n_max: int, classes: int, ratio: float) -> list[int]:
+    """Cui et al. (CVPR 2019)'s exponential profile: n_c = floor(n_max * ratio^(-c / (C - 1)))."""
+    if classes == 1:
+        return [n_max]
+    return [int(np.floor(n_max * ratio ** (-c / (classes - 1)) + 1e-9)) for c in range(classes)]
+
+
+def long_tail_first(labels: np.ndarray, ratio: float, classes: int | None = None) -> np.ndarray:
+    """Indices of the long-tailed cut: class c (label order) keeps its first n_c images,
+    n_max being the largest class's count. CIFAR-10 at ratio 100: 5000 ... 50, 12,406."""
+    classes = classes or int(labels.max()) + 1
+    have = np.bincount(labels, minlength=classes)
+    keep = long_tail_counts(int(have.max()), classes, ratio)
+    picked = [np.flatnonzero(labels == c)[:keep[c]] for c in range(classes)]
+    return np.sort(np.concatenate(picked))
+
+
 def decode_all(source: ImageSource, limit_gb: float, threads: int) -> ImageSource:
     """Decode a file-backed source into memory when it fits in `limit_gb`.
 

@@ -20,20 +20,61 @@ from torch.utils.data import DataLoader, Dataset
 from ssl_bf.config_schema import Config, DataConfig
 from ssl_bf.data.batched_views import BatchedViews, crop_pair
 from ssl_bf.data.datasets import open_split
-from ssl_bf.data.images import BadImage, ImageSource, cpu_threads, decode_all, stratified_first
+from ssl_bf.data.images import (BadImage, ImageSource, cpu_threads, decode_all, long_tail_first,
+                                stratified_first)
 from ssl_bf.data.sampler import GlobalBatchSampler
 from ssl_bf.data.transforms import eval_transform, pretrain_transform
 from ssl_bf.errors import UsageError
 
 
-def build_source(cfg: DataConfig, split: str, subset: int | None = None) -> ImageSource:
-    """A split, cut to its first `subset` images (stratified), decoded into memory if it fits."""
+def cut_split(cfg: DataConfig, split: str, subset: int | None = None,
+              imbalance: float | None = None) -> ImageSource:
+    """A split, cut to its first `subset` images (stratified) or to the long-tailed profile
+    of ratio `imbalance` (data.imbalance); nothing decoded yet."""
     source = open_split(cfg, split)
     if len(source) == 0:
         raise UsageError(f"data.root: the {split} split of {cfg.root} is empty")
+    if imbalance is not None:
+        if source.labels is None:
+            raise UsageError(f"data.imbalance: the {split} split of {cfg.root} has no labels to "
+                             "cut by class")
+        source = source.select(long_tail_first(source.labels, imbalance, len(source.classes) or None))
     if subset is not None:
         source = source.select(stratified_first(source.labels, subset, len(source)))
-    source = decode_all(source, cfg.cache_gb, cpu_threads())
+    return source
+
+
+def pretrain_split(cfg: DataConfig) -> ImageSource:
+    """What the run pretrains on: data.subset or data.imbalance applied."""
+    return cut_split(cfg, "pretrain", cfg.subset, cfg.imbalance)
+
+
+def class_counts(source: ImageSource) -> np.ndarray:
+    """Images per class of a labelled source (zeros for classes it lacks)."""
+    return np.bincount(source.labels, minlength=max(len(source.classes), int(source.labels.max()) + 1))
+
+
+def describe_split(source: ImageSource) -> str:
+    """'pretraining on N images; per class: a b c ...' (the log line and config.yaml header)."""
+    line = f"pretraining on {len(source)} images"
+    if source.labels is not None and len(source.labels):
+        line += "; per class: " + " ".join(str(int(n)) for n in class_counts(source))
+    return line
+
+
+def pretrain_class_counts(cfg: DataConfig) -> np.ndarray:
+    """Images per class in the pretraining split (its labels only; nothing is decoded). An
+    unlabelled pretraining split (STL-10's) counts as the labelled train split."""
+    source = pretrain_split(cfg)
+    if source.labels is None:
+        source = cut_split(cfg, "train", cfg.subset)
+    return class_counts(source)
+
+
+def build_source(cfg: DataConfig, split: str, subset: int | None = None,
+                 imbalance: float | None = None) -> ImageSource:
+    """cut_split(...), decoded into memory if it fits."""
+    source = decode_all(cut_split(cfg, split, subset, imbalance), cfg.cache_gb, cpu_threads())
     if cfg.strict and source.bad:
         raise UsageError(f"data.strict: unreadable image {source.name(min(source.bad))}")
     return source
@@ -178,7 +219,8 @@ def pretrain_loader(cfg: Config, source: ImageSource, rank: int, world: int,
                       prefetch_factor=4 if workers > 0 else None)
 
 
-def eval_dataset(cfg: Config, split: str, subset: int | None = None) -> EvalDataset:
-    source = build_source(cfg.data, split, subset)
+def eval_dataset(cfg: Config, split: str, subset: int | None = None,
+                 imbalance: float | None = None) -> EvalDataset:
+    source = build_source(cfg.data, split, subset, imbalance)
     return EvalDataset(source, eval_transform(cfg.data.image_size, source.native_size),
                        cfg.data.strict)

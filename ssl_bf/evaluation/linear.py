@@ -38,6 +38,7 @@ from ssl_bf.data.pipeline import EvalDataset, mix_seed, seed_all
 from ssl_bf.errors import UsageError
 from ssl_bf.evaluation.features import eval_loader, eval_mode, extract_features
 from ssl_bf.evaluation.frozen import check_unchanged, snapshot
+from ssl_bf.evaluation.groups import group_fields, padded
 
 Log = Callable[[str], None]
 
@@ -173,8 +174,19 @@ def _raw_features(cfg: Config, backbone: nn.Module, acc, dataset: Dataset, worke
                             channels_last=cfg.train.channels_last)
 
 
+def test_row(logits: torch.Tensor, labels: torch.Tensor, counts) -> dict:
+    """linear_top1/top5, and per class / per group top-1 when the class counts are known."""
+    top1, top5 = topk_accuracy(logits, labels)
+    row = {"linear_top1": round(top1, 4), "linear_top5": round(top5, 4)}
+    if counts is not None:
+        row.update(group_fields("linear", logits.argmax(1).numpy(), labels.numpy(),
+                                padded(counts, logits.shape[1])))
+    return row
+
+
 def cached_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
-                 test_set: EvalDataset, classes: int, workers: int = 0, log: Log | None = None) -> dict:
+                 test_set: EvalDataset, classes: int, workers: int = 0, log: Log | None = None,
+                 counts=None) -> dict:
     """Extract once on every process; train the head on the main one; the row on all."""
     start = time.time()
     train = [_raw_features(cfg, backbone, acc, train_set, workers)]
@@ -189,10 +201,9 @@ def cached_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
         feats, labels = torch.stack([f for f, _ in train]), train[0][1]
         head = train_head(feats, labels, classes, cfg.linear, cfg.train.seed, log)
         with torch.no_grad():
-            top1, top5 = topk_accuracy(head(test), test_y)
-        row = {"linear_top1": round(top1, 4), "linear_top5": round(top5, 4),
-               "extract_seconds": round(extracted - start, 2),
-               "train_seconds": round(time.time() - extracted, 2)}
+            row = test_row(head(test), test_y, counts)
+        row.update(extract_seconds=round(extracted - start, 2),
+                   train_seconds=round(time.time() - extracted, 2))
     if acc.num_processes > 1:
         row = broadcast_object_list([row], from_process=0)[0]
     return row
@@ -200,7 +211,7 @@ def cached_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
 
 def standard_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
                    test_set: EvalDataset, classes: int, workers: int = 0,
-                   log: Log | None = None) -> dict:
+                   log: Log | None = None, counts=None) -> dict:
     """The official protocol: augmented images through the frozen backbone, every epoch."""
     lin = cfg.linear
     if lin.batch_size % acc.num_processes:
@@ -225,9 +236,8 @@ def standard_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset
     trained = time.time()
     test, test_y = _raw_features(cfg, backbone, acc, test_set, workers)
     with torch.no_grad():
-        top1, top5 = topk_accuracy(acc.unwrap_model(model).cpu()(test), test_y)
-    return {"linear_top1": round(top1, 4), "linear_top5": round(top5, 4),
-            "train_seconds": round(trained - start, 2),
+        row = test_row(acc.unwrap_model(model).cpu()(test), test_y, counts)
+    return {**row, "train_seconds": round(trained - start, 2),
             "extract_seconds": round(time.time() - trained, 2)}
 
 
@@ -256,11 +266,12 @@ def _standard_epoch(backbone: nn.Module, head: nn.Module, opt, loader, acc, cfg:
 
 def linear_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
                  test_set: EvalDataset, classes: int, workers: int = 0,
-                 log: Log | None = None) -> dict:
-    """linear.mode's probe, then the sanity check; {'linear_top1', 'linear_top5', ...}."""
+                 log: Log | None = None, counts=None) -> dict:
+    """linear.mode's probe, then the sanity check; {'linear_top1', 'linear_top5', ...};
+    with `counts` (images per class in the pretraining split) also per class and per group."""
     check_linear_config(cfg.linear)
     before = snapshot(backbone)
     probe = cached_probe if cfg.linear.mode == "cached" else standard_probe
-    row = probe(cfg, backbone, acc, train_set, test_set, classes, workers, log)
+    row = probe(cfg, backbone, acc, train_set, test_set, classes, workers, log, counts)
     check_unchanged(backbone, before)
     return row

@@ -2,9 +2,10 @@
 
 The engine calls `monitor(trainer, epoch)` at every epoch end on every process
 and writes the returned row to metrics.jsonl (`knn_top1` also goes on the
-progress bar). The bank is the labelled training split (data.subset applies, so
-the bank holds the images the run trains on), the queries the test split cut to
-knn.test_subset. Same library, same settings and same numbers as eval/knn.py:
+progress bar). The bank is the labelled training split (data.eval_train: the
+images the run pretrains on, or the whole balanced split - the default under
+data.imbalance), the queries the test split cut to knn.test_subset; the row also
+holds top-1 per class and per many / medium / few group. Same library, same settings and same numbers as eval/knn.py:
 for a checkpoint written at an epoch end, the monitor's figure and the CLI's agree.
 """
 from __future__ import annotations
@@ -19,7 +20,9 @@ from torch import nn
 from ssl_bf.config_schema import Config
 from ssl_bf.data.pipeline import EvalDataset, default_workers
 from ssl_bf.errors import UsageError
+from ssl_bf.data.pipeline import pretrain_class_counts
 from ssl_bf.evaluation.features import eval_loader, extract_features
+from ssl_bf.evaluation.groups import group_fields, padded
 from ssl_bf.evaluation.knn import knn_classify, knn_metrics
 from ssl_bf.evaluation.splits import labelled_splits, num_classes
 from ssl_bf.runtime import local_processes
@@ -40,8 +43,11 @@ def knn_datasets(cfg: Config) -> tuple[EvalDataset, EvalDataset]:
     return bank, queries
 
 
-def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes: int) -> dict:
-    """The metrics row (knn.knn_metrics + knn_seconds) for `backbone`, on every process.
+def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes: int,
+                 counts=None) -> dict:
+    """The metrics row (knn.knn_metrics + knn_seconds) for `backbone`, on every process;
+    with `counts` (images per class in the pretraining split) also top-1 per class and per
+    many / medium / few group at the last k (ssl_bf/evaluation/groups.py).
 
     Features are extracted by every process; the search runs on the main one
     (the others would only repeat it) and its row is broadcast.
@@ -52,8 +58,12 @@ def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes
     queries, query_y = extract_features(backbone, loaders[1], accelerator, channels_last=nhwc)
     row = None
     if accelerator.is_main_process:
-        result = knn_classify(bank, bank_y, queries, query_y, cfg.knn.k, cfg.knn.temperature, classes)
+        result = knn_classify(bank, bank_y, queries, query_y, cfg.knn.k, cfg.knn.temperature, classes,
+                              return_predictions=counts is not None)
         row = knn_metrics(result, cfg.knn.k)
+        if counts is not None:
+            pred = result["predictions"][int(cfg.knn.k[-1])]
+            row.update(group_fields("knn", pred, query_y.cpu().numpy(), padded(counts, classes)))
         row["knn_seconds"] = round(time.time() - start, 2)
     if accelerator.num_processes > 1:
         row = broadcast_object_list([row], from_process=0)[0]
@@ -91,6 +101,7 @@ class KnnMonitor:
         # a k larger than the bank) stops the run at once, not after knn.every epochs.
         self.datasets = knn_datasets(cfg)
         self.classes = num_classes(*self.datasets)
+        self.counts = pretrain_class_counts(cfg.data)
         self.loaders = None  # prepared on first use: that needs the trainer's Accelerator
 
     def due(self, trainer, epoch: int) -> bool:
@@ -109,4 +120,4 @@ class KnnMonitor:
             self.loaders = tuple(eval_loader(ds, acc, self.cfg.knn.batch_size, workers)
                                  for ds in self.datasets)
         backbone = rank0_copy(trainer.method.backbone, acc)
-        return knn_evaluate(self.cfg, backbone, acc, self.loaders, self.classes)
+        return knn_evaluate(self.cfg, backbone, acc, self.loaders, self.classes, self.counts)

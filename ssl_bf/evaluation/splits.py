@@ -6,10 +6,21 @@ from ssl_bf.data.pipeline import EvalDataset, eval_dataset
 from ssl_bf.errors import UsageError
 
 
+def eval_train_is_full(cfg: Config) -> bool:
+    """data.eval_train, resolved: the whole labelled train split, or the pretraining images."""
+    if cfg.data.eval_train is None:
+        return cfg.data.imbalance is not None
+    return cfg.data.eval_train == "full"
+
+
 def labelled_splits(cfg: Config, test_subset: int | None = None) -> tuple[EvalDataset, EvalDataset]:
-    """(train, test) EvalDatasets: the train split cut to data.subset (the images the
-    run pretrains on), the test split to `test_subset`; both must carry labels."""
-    train = eval_dataset(cfg, "train", cfg.data.subset)
+    """(train, test) EvalDatasets: the kNN bank / probe training set (data.eval_train: the
+    whole balanced train split, or the images the run pretrains on) and the test split cut
+    to `test_subset`; both must carry labels."""
+    if eval_train_is_full(cfg):
+        train = eval_dataset(cfg, "train")
+    else:
+        train = eval_dataset(cfg, "train", cfg.data.subset, cfg.data.imbalance)
     test = eval_dataset(cfg, "test", test_subset)
     for name, ds in (("train", train), ("test", test)):
         if ds.labels is None or (len(ds.labels) and ds.labels.min() < 0):
