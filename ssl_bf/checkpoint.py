@@ -52,13 +52,11 @@ def save_checkpoint(root: str | os.PathLike, step: int, model_state: dict, optim
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(_tensors(model_state), str(tmp / MODEL))
-    torch.save(optimizer_state, tmp / OPTIMIZER)
-    (tmp / STATE).write_text(json.dumps(trainer_state, indent=1))
-    for name in (MODEL, OPTIMIZER, STATE):
-        with open(tmp / name, "rb") as f:
-            os.fsync(f.fileno())
+    try:
+        _write(tmp, model_state, optimizer_state, trainer_state)
+    except (OSError, SafetensorError):  # a full disk, no permission: leave nothing half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # the same step saved again (e.g. epoch end == checkpoint_every)
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -66,10 +64,23 @@ def save_checkpoint(root: str | os.PathLike, step: int, model_state: dict, optim
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
     os.symlink(final.name, link_tmp)
-    os.replace(link_tmp, root / "last")
+    last = root / "last"
+    if last.is_dir() and not last.is_symlink():  # a run copied with `cp -r` made it a folder
+        shutil.rmtree(last)
+    os.replace(link_tmp, last)
     _fsync_dir(root)
     _rotate(root, keep)
     return final
+
+
+def _write(tmp: Path, model_state: dict, optimizer_state: dict, trainer_state: dict) -> None:
+    tmp.mkdir()
+    save_file(_tensors(model_state), str(tmp / MODEL))
+    torch.save(optimizer_state, tmp / OPTIMIZER)
+    (tmp / STATE).write_text(json.dumps(trainer_state, indent=1))
+    for name in (MODEL, OPTIMIZER, STATE):
+        with open(tmp / name, "rb") as f:
+            os.fsync(f.fileno())
 
 
 def _rotate(root: Path, keep: int) -> None:

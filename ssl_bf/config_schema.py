@@ -104,6 +104,9 @@ class TrainConfig:
     seed: int = 0
     precision: Literal["no", "bf16", "fp16"] = "no"
     resume: Optional[str] = None  # null | auto | PATH
+    # Keys a resume may change although they change how the run trains (each recorded in
+    # the run's config_changes.jsonl); fnmatch patterns, e.g. [method.temperature, bf.*].
+    allow_changes: list[str] = field(default_factory=list)
     optimizer: Literal["sgd", "lars", "adamw"] = "sgd"
     lr: float = 0.03  # per 256 samples: lr = lr * batch_size / 256
     weight_decay: float = 1e-4

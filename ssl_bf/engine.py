@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from accelerate.utils import broadcast_object_list
+from safetensors import SafetensorError
 
-from ssl_bf.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from ssl_bf.checkpoint import find_latest, load_checkpoint, resolve_resume, save_checkpoint
 from ssl_bf.collapse import CollapseWatch
 from ssl_bf.config import save_config
 from ssl_bf.config_schema import Config
@@ -26,6 +28,8 @@ from ssl_bf.errors import TrainingFailed, UsageError
 from ssl_bf.export import BACKBONE_FILE, export_backbone
 from ssl_bf.methods import build_method
 from ssl_bf.optim import base_lr, build_optimizer, set_lr
+from ssl_bf.resume_check import check_resume, check_shapes, record_changes, run_dir_of
+from ssl_bf.run_lock import acquire_for_run
 from ssl_bf.run_log import MetricsLog
 from ssl_bf.runtime import local_processes, make_accelerator, seed_step, set_threads, warn_slow_bf16
 from ssl_bf.schedules import lr_at, momentum_at
@@ -42,6 +46,7 @@ class TrainState:
     nan_skips: int = 0
     replaced_images: int = 0
     train_seconds: float = 0.0  # wall time spent training before this launch
+    pretrain_images: int = 0  # the size of the pretraining split (0: not recorded)
 
 
 @dataclass
@@ -62,6 +67,8 @@ class Trainer:
         self.out = Path(cfg.train.output_dir)
         self.acc = make_accelerator(cfg, find_unused=cfg.bf.enabled and cfg.bf.start_epoch > 0,
                                     trackers=True)
+        self.lock = acquire_for_run(self.out, self.acc)  # before anything is written or read
+        self.resume_from, self.changes = self._check_resume()
         self.threads = set_threads(cfg, self.acc)
         warn_slow_bf16(cfg, self.acc)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
@@ -104,21 +111,31 @@ class Trainer:
         total = spe * t.epochs if t.max_steps is None else min(t.max_steps, spe * t.epochs)
         return Plan(spe, total, round(t.warmup_epochs * spe), round(self.cfg.bf.start_epoch * spe))
 
-    def _resume(self) -> TrainState:
+    def _check_resume(self) -> tuple[Path | None, list[dict]]:
+        """Where to resume from and the config changes that makes (checked before any data
+        is read: a changed key that alters training stops the launch here)."""
         path = resolve_resume(self.cfg.train.resume, self.out)
         if path is None:
             if self.cfg.train.resume is None and (self.out / "checkpoints").exists():
                 raise UsageError(f"train.output_dir: {self.out} already holds a run; continue it "
                                  "with train.resume=auto or choose another train.output_dir")
-            return TrainState()
+            return None, []
+        return path, check_resume(self.cfg, run_dir_of(path))
+
+    def _resume(self) -> TrainState:
+        path = self.resume_from
+        if path is None:
+            return TrainState(pretrain_images=len(self.source))
         model_state, optimizer_state, trainer_state = load_checkpoint(path)
-        missing, unexpected = self.method.load_state_dict(model_state, strict=False)
-        if missing or unexpected:
-            raise UsageError(f"train.resume: {path} does not match this model "
-                             f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+        check_shapes(model_state, self.method.state_dict(), path)
+        self.method.load_state_dict(model_state)
         self.optimizer.load_state_dict(optimizer_state)
         known = TrainState.__dataclass_fields__
         state = TrainState(**{k: v for k, v in trainer_state.items() if k in known})
+        if state.pretrain_images and state.pretrain_images != len(self.source):
+            raise UsageError(f"data.root: the pretraining split at {self.cfg.data.root} holds "
+                             f"{len(self.source)} images, the run was trained on {state.pretrain_images}")
+        state.pretrain_images = len(self.source)
         if self.acc.is_main_process:
             print(f"resuming from {path} at step {state.step} (epoch {state.epoch})", flush=True)
         return state
@@ -126,12 +143,21 @@ class Trainer:
     # --- the loop -------------------------------------------------------------
 
     def fit(self) -> Path:
+        try:
+            return self._fit()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _fit(self) -> Path:
         if self.acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
             header = describe_split(self.source)
             self._say(header)
-            save_config(self.cfg, self.out / "config.yaml", header=header)
-            self.log.truncate_after(self.state.step)
+            for note in record_changes(self.out, self.changes, self.state.step):
+                self._say(note)
+            with self._storage(self.out / "config.yaml"):
+                save_config(self.cfg, self.out / "config.yaml", header=header)
+                self.log.truncate_after(self.state.step)
         start_trackers(self.acc, self.cfg)
         self.acc.wait_for_everyone()
         self.started = time.time()
@@ -242,7 +268,7 @@ class Trainer:
             row["nan_skips"] = s.nan_skips
         if s.replaced_images:
             row["replaced_images"] = s.replaced_images
-        self.log.write(row)
+        self._write_log(row)
         log_row(self.acc, cfg, row, s.step)
         self.bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}",
                              sps=f"{row['samples_per_s']:.0f}", refresh=False)
@@ -250,13 +276,39 @@ class Trainer:
     def _checkpoint(self) -> None:
         self.acc.wait_for_everyone()
         self._check_weights_finite()
+        failure = [None]
         if self.acc.is_main_process:
             state = asdict(self.state)
             state["train_seconds"] = self.state.train_seconds + time.time() - self.started
             state["world_size"] = self.world
-            save_checkpoint(self.out / "checkpoints", self.state.step, self.method.state_dict(),
-                            self.optimizer.state_dict(), state, self.cfg.train.keep_checkpoints)
+            try:
+                with self._storage(self.out / "checkpoints" / f"step_{self.state.step:08d}"):
+                    save_checkpoint(self.out / "checkpoints", self.state.step, self.method.state_dict(),
+                                    self.optimizer.state_dict(), state, self.cfg.train.keep_checkpoints)
+            except TrainingFailed as err:
+                failure = [str(err)]
+        if self.world > 1:  # the others must not wait for a checkpoint that never comes
+            failure = broadcast_object_list(failure, from_process=0)
+        if failure[0]:
+            raise TrainingFailed(failure[0])
         self.acc.wait_for_everyone()
+
+    @contextlib.contextmanager
+    def _storage(self, path: Path):
+        """A failed write (no space, no permission, read-only) ends the run with one line
+        naming the path and the checkpoint to resume from."""
+        try:
+            yield
+        except (OSError, SafetensorError) as err:
+            last = find_latest(self.out / "checkpoints")
+            reason = getattr(err, "strerror", None) or str(err)
+            raise TrainingFailed(f"cannot write {path}: {reason}; the last good "
+                                 f"checkpoint is {last or 'none (nothing to resume)'}; free space "
+                                 "or fix the permissions, then continue with train.resume=auto") from None
+
+    def _write_log(self, row: dict) -> None:
+        with self._storage(self.log.path):
+            self.log.write(row)
 
     def _check_weights_finite(self) -> None:
         """Never write non-finite weights: an update can overflow with a finite gradient."""
@@ -269,7 +321,7 @@ class Trainer:
         for monitor in self.monitors:
             row = monitor(self, epoch)
             if row:
-                self.log.write({"step": self.state.step, "epoch": epoch, **row})
+                self._write_log({"step": self.state.step, "epoch": epoch, **row})
                 log_row(self.acc, self.cfg, row, self.state.step)
                 if "knn_top1" in row:
                     self.bar.set_postfix(knn=f"{row['knn_top1']:.2f}", refresh=False)
@@ -280,8 +332,9 @@ class Trainer:
             self._run_monitors(self.state.epoch)
         self._check_weights_finite()
         if self.acc.is_main_process:
-            export_backbone(self.method.backbone, self.cfg.model, self.cfg.data.image_size,
-                            self.out / BACKBONE_FILE)
+            with self._storage(self.out / BACKBONE_FILE):
+                export_backbone(self.method.backbone, self.cfg.model, self.cfg.data.image_size,
+                                self.out / BACKBONE_FILE)
         self.acc.wait_for_everyone()
         self._say(f"done: {self.state.step} steps; backbone at {self.out / BACKBONE_FILE}")
         self.acc.end_training()

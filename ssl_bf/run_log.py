@@ -39,10 +39,23 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
     def write(self, row: dict) -> None:
+        """Append one line; if the write fails (a full disk), the file is cut back to
+        where it was, so no half line is left, and the OSError goes on."""
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        data = (json.dumps({k: _clean(v) for k, v in row.items()}) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                written = 0
+                while written < len(data):  # unbuffered: nothing is left to flush at close
+                    written += os.write(fd, data[written:])
+            except OSError:
+                os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

@@ -1,0 +1,123 @@
+"""One writer per run directory: `train.output_dir/run.lock`.
+
+The main process creates the lock file exclusively (O_CREAT | O_EXCL, atomic on local
+file systems and NFS v3+) before it writes anything, with who holds it: host, pid,
+start time and command. A second launch finds it and stops with one `error:` line
+naming the holder. A lock left by a process that is gone - killed, or its machine
+rebooted with the pid unused - is taken over with a warning when the holder was on
+this host (its pid is checked); a holder on another host cannot be checked from here,
+so the message says to delete the file once that run is known to be gone. The other
+processes of a multi-process run take no lock: they learn the main process's outcome
+(see `acquire_for_run`) and fail with it.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from ssl_bf.errors import UsageError
+
+LOCK_FILE = "run.lock"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def read_holder(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # vanished, or cut short by a crash while it was written
+
+
+def describe(holder: dict) -> str:
+    return (f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('started')} "
+            f"({holder.get('command', '?')})")
+
+
+class RunLock:
+    """Exclusive ownership of a run directory by this process."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.path = Path(directory) / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> str | None:
+        """Take the lock; returns a warning when a stale lock was taken over.
+        Raises UsageError when a live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        warning = None
+        for _ in range(3):  # a takeover race: at most a few rounds
+            if self._create():
+                self.held = True
+                atexit.register(self.release)
+                return warning
+            holder = read_holder(self.path)
+            if holder is not None and not self._stale(holder):
+                raise UsageError(f"train.output_dir: {self.path.parent} is in use by "
+                                 f"{describe(holder)}; wait for that run, choose another "
+                                 f"train.output_dir, or delete {self.path} if that run is gone")
+            warning = (f"warning: taking over the lock of a run that is gone "
+                       f"({describe(holder) if holder else 'unreadable lock file'})")
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+        raise UsageError(f"train.output_dir: could not take {self.path}: other launches keep taking it")
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        holder = {"host": socket.gethostname(), "pid": os.getpid(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(holder))
+        return True
+
+    @staticmethod
+    def _stale(holder: dict) -> bool:
+        same_host = holder.get("host") == socket.gethostname()
+        return same_host and not pid_alive(int(holder.get("pid", -1)))
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        holder = read_holder(self.path)
+        if holder is not None and holder.get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+
+def acquire_for_run(directory: str | os.PathLike, accelerator) -> RunLock | None:
+    """The main process takes the lock; every process raises the same UsageError if it
+    could not. Returns the lock on the main process, None on the others."""
+    from accelerate.utils import broadcast_object_list
+
+    lock, outcome = None, [None, None]  # (error, warning)
+    if accelerator.is_main_process:
+        lock = RunLock(directory)
+        try:
+            outcome[1] = lock.acquire()
+        except UsageError as err:
+            outcome[0] = str(err)
+    if accelerator.num_processes > 1:
+        outcome = broadcast_object_list(outcome, from_process=0)
+    if outcome[0]:
+        raise UsageError(outcome[0])
+    if outcome[1] and accelerator.is_main_process:
+        print(outcome[1], file=sys.stderr, flush=True)
+    return lock
