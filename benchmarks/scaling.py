@@ -96,7 +96,7 @@ def launch(args, processes: int) -> dict:
         me += ["--set", kv]
     if processes == 1:
         cmd = [sys.executable, *me]
-    else:  # DESIGN.md: --cpu --num_processes 2 would silently run one process
+    else:  # docs/design.md: --cpu --num_processes 2 would silently run one process
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
                "--num_processes", str(processes), "--num_machines", "1",
                "--mixed_precision", args.precision, "--dynamo_backend", "no",

@@ -336,7 +336,7 @@ def parse_args(argv=None):
                         "; ".join(f"+{k}: {v}" for k, v in PATCHES.items()))
     p.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50", "vit_tiny", "vit_small"])
     p.add_argument("--width", type=float, default=1.0, help="ResNet width multiplier (0.25 on CPUs)")
-    p.add_argument("--vit-depth", type=int, default=6, help="ViT blocks (DESIGN.md's ViT figures: 6)")
+    p.add_argument("--vit-depth", type=int, default=6, help="ViT blocks (the earlier ViT figures: 6)")
     p.add_argument("--precision", choices=["no", "bf16"], default="no")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeats", type=int, default=10)

@@ -1,7 +1,7 @@
 """The typed configuration: every key a recipe or a `key=value` override may set.
 
 Defaults here are neutral; the recipes under recipes/ set (and cite) the
-paper values. A key that is not a field below is an error (DESIGN.md §Contract).
+paper values. A key that is not a field below is an error (docs/design.md, Contract).
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ class TrainConfig:
     log_every: int = 10
     # NHWC activations: a quarter-width MoCo-v2 step on these 2 CPU cores 1.26x faster,
     # MoCo-v3 1.31x (benchmarks/results/throughput_cpu_r18w025_fp32.json), full width
-    # 16 -> 21 samples/s (DESIGN.md); tensor-core convolutions want NHWC on GPUs too.
+    # 16 -> 21 samples/s (docs/design.md); tensor-core convolutions want NHWC on GPUs too.
     channels_last: bool = True
     compile: bool = False
     threads: Optional[int] = None  # null = every core this process may use

@@ -1,6 +1,6 @@
 """Usage errors: bad input that must end a CLI with exit code 2 and one line.
 
-DESIGN.md §Contract: an unknown key, a wrong type, a missing recipe or data set
+docs/design.md, Contract: an unknown key, a wrong type, a missing recipe or data set
 exits 2 with a single stderr line starting with ``error:`` - never a traceback.
 Library code raises :class:`UsageError`; only the CLI entry points turn it into
 the exit, so the library stays usable (and testable) from Python.

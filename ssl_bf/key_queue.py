@@ -4,7 +4,7 @@
 `queue` module when a script in this package is run by path.)
 
 lightly's MemoryBankModule is not used: its bank is not saved with the model
-and it drops keys when the batch does not divide the queue (DESIGN.md).
+and it drops keys when the batch does not divide the queue (docs/design.md, Decisions).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Pretrain a backbone: `accelerate launch ssl_bf/pretrain.py recipe=mocov3_bf [key=value ...]`.
 
-Writes the run directory of DESIGN.md §Contract into train.output_dir:
+Writes the run directory of docs/design.md (Contract) into train.output_dir:
 config.yaml, metrics.jsonl, checkpoints/last/, backbone.safetensors.
 """
 import os

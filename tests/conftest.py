@@ -1,4 +1,5 @@
-"""Shared fixtures: small real CIFAR-10 trees written from ../shared/data/cifar10."""
+"""Shared fixtures: small real CIFAR-10 trees, written from the CIFAR-10 pack beside the
+repository when there is one (the project's CI machines have it)."""
 from __future__ import annotations
 
 import subprocess

@@ -35,7 +35,8 @@ def test_missing_data_names_the_layouts(tmp_path):
     with pytest.raises(UsageError) as err:
         build_source(DataConfig(root=str(tmp_path / "none")), "pretrain")
     message = str(err.value)
-    assert "train" in message and "cifar-10-batches-py" in message and "make_imagefolder" in message
+    assert "train" in message and "cifar-10-batches-py" in message and "data.download=true" in message
+    assert "../shared" not in message
 
 
 def samplers(size, batch, world, accumulate=1, start=0):

@@ -25,8 +25,8 @@ TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-pyt
                     "stl10": "stl10_binary"}
 TORCHVISION_CLASSES = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "stl10": tvd.STL10}
 NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "stl10": 96}
-HOW_TO = ("for CIFAR-10 offline: python ../shared/data/cifar10/make_imagefolder.py ROOT; "
-          "with a network: data.download=true")
+HOW_TO = ("with a network: data.download=true; offline: put torchvision's files or an "
+          "ImageFolder tree (ROOT/train/<class>/*, ROOT/test/<class>/*) at ROOT, or set data.root")
 
 
 def open_split(cfg: DataConfig, split: str) -> ImageSource:
