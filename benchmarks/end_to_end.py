@@ -49,6 +49,35 @@ def ssl_bf_run(args, batched: bool, out: str) -> dict:
     return train_run(run_args, workers, None, out)
 
 
+def views_alone(args, repeats: int = 10) -> dict:
+    """Image pairs/s of making the two views alone (no model), batched on the device vs one
+    DataLoader worker's PIL transforms (lightly's), on real CIFAR-10 images."""
+    import torch
+    from PIL import Image
+
+    from ssl_bf.config import load_config
+    from ssl_bf.data.pipeline import batched_views, build_source
+    from ssl_bf.data.transforms import pretrain_transform
+
+    cfg = load_config([f"recipe={args.method}", f"data.root={args.root}"])
+    source = build_source(cfg.data, "pretrain", args.batch)
+    images = torch.stack([torch.from_numpy(source.load(i).transpose(2, 0, 1).copy())
+                          for i in range(args.batch)])
+    index = torch.arange(args.batch)
+    views = batched_views(cfg)
+    views(images, index, 0)
+    times = []
+    for r in range(repeats):
+        times.append(timing.seconds(lambda: views(images, index, r), torch.device("cpu")))
+    pil = pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug)
+    torch.set_num_threads(1)  # as in a loader worker
+    pil_images = [Image.fromarray(source.load(i)) for i in range(args.batch)]
+    pil_time = timing.seconds(lambda: [pil(im) for im in pil_images], torch.device("cpu"))
+    torch.set_num_threads(timing.cpu_count())
+    return {"batched_pairs_per_s": args.batch / timing.median(times),
+            "pil_pairs_per_s_per_worker": args.batch / pil_time}
+
+
 MODES = {"ssl_bf batched views": lambda a, out: ssl_bf_run(a, True, out),
          "ssl_bf PIL workers": lambda a, out: ssl_bf_run(a, False, out),
          "lightly example loop": lightly_run}
@@ -74,6 +103,7 @@ def main(argv=None) -> None:
                 result = run(args, os.path.join(tmp, f"round{r}_mode{k}"))
                 rates[mode].append(result["samples_per_s"])
                 print(f"round {r}: {mode}: {result['samples_per_s']:.1f} pairs/s", flush=True)
+    alone = views_alone(args)
     step_alone = model_only_rate(args, None)
     med = {m: timing.median(v) for m, v in rates.items()}
     lines = [f"{args.method}, ResNet-18 width {args.width}, batch {args.batch}, {args.steps} steps, "
@@ -84,10 +114,14 @@ def main(argv=None) -> None:
         lines.append(f"| {m} | {v:.1f} | {', '.join(f'{x:.0f}' for x in rates[m])} | "
                      f"{v / step_alone:.2f} | {v / med['lightly example loop']:.2f} |")
     lines.append(f"| model step alone | {step_alone:.1f} | | 1.00 | |")
+    lines.append(f"views alone (no model): batched on the device {alone['batched_pairs_per_s']:.0f} pairs/s "
+                 f"({timing.cpu_count()} threads), lightly's PIL transforms "
+                 f"{alone['pil_pairs_per_s_per_worker']:.0f} pairs/s per worker")
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rates": rates, "medians": med, "step_alone": step_alone, "args": vars(args),
+            json.dump({"rates": rates, "medians": med, "step_alone": step_alone, "views_alone": alone,
+                       "args": vars(args),
                        "device": timing.describe_device(timing.pick_device())}, f, indent=1)
 
 

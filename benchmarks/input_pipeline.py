@@ -30,7 +30,7 @@ from PIL import Image
 
 import timing  # puts the repo root on sys.path
 from ssl_bf.config import load_config
-from ssl_bf.config_schema import DataConfig
+from ssl_bf.config.schema import DataConfig
 from ssl_bf.data.pipeline import EvalDataset, ViewsDataset, build_source
 from ssl_bf.data.transforms import eval_transform, pretrain_transform
 
@@ -99,7 +99,7 @@ def train_run(args, workers: int, threads: int | None, out: str) -> dict:
 
 def model_only_rate(args, threads: int | None) -> float:
     """The model step alone (synthetic inputs in memory), as benchmarks/throughput.py times it,
-    with the torch threads of a training run (None: every core, as ssl_bf.runtime does)."""
+    with the torch threads of a training run (None: every core, as ssl_bf.training.runtime does)."""
     import throughput
 
     torch.set_num_threads(threads or timing.cpu_count())

@@ -32,10 +32,10 @@ from lightly.transforms import MoCoV2Transform
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from ssl_bf.backbones import build_backbone
-from ssl_bf.config_schema import ModelConfig
+from ssl_bf.models.backbones import build_backbone
+from ssl_bf.config.schema import ModelConfig
 from ssl_bf.data.images import stratified_first
-from ssl_bf.export import export_backbone
+from ssl_bf.rundir.export import export_backbone
 
 
 class LightlyMoCo(nn.Module):

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ssl_bf.evaluation.linear import linear_probe  # noqa: E402
 from ssl_bf.evaluation.load import load_target  # noqa: E402
 from ssl_bf.evaluation.splits import labelled_splits, num_classes  # noqa: E402
-from ssl_bf.runtime import make_accelerator, set_threads  # noqa: E402
+from ssl_bf.training.runtime import make_accelerator, set_threads  # noqa: E402
 
 
 def main() -> None:

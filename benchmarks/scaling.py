@@ -5,7 +5,7 @@
 2. Processes: the same global batch on 1 and 2 processes (per-process batch
    halves). Two processes run under `accelerate launch --multi_gpu
    --num_processes 2` (gloo DDP on a CPU, shuffle-BN across processes, keys
-   gathered) with cores split between them, as ssl_bf.runtime.set_threads does;
+   gathered) with cores split between them, as ssl_bf.training.runtime.set_threads does;
    one process runs plain `python` on every core. Launches alternate 1, 2, 1, 2...
 3. Projection (NOT a measurement) for 1 and N GPUs: measured FLOPs and ATen op
    count per step, an assumed achievable GPU throughput, per-op launch cost and
@@ -58,7 +58,7 @@ def batch_sweep(args, device) -> list[dict]:
 
 def worker(args) -> None:
     """One process of a 1- or 2-process run: time the step, rank 0 prints a RESULT line."""
-    from ssl_bf.runtime import make_accelerator
+    from ssl_bf.training.runtime import make_accelerator
 
     targs = step_args(args, args.global_batch)
     cfg = throughput.ssl_config(args.method, [], targs)

@@ -75,7 +75,10 @@ def execute(cmd: list[str], log) -> str:
     """Run a command from the repo root; its output goes to the log; return stdout's last line."""
     log.write("$ " + " ".join(cmd) + "\n")
     log.flush()
-    result = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+    # This checkout's ssl_bf, even when another checkout is the one pip installed (a study
+    # runs from a worktree at a fixed commit while the main checkout moves on).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     log.write(result.stdout)
     if result.returncode != 0:
         raise RuntimeError(f"exit {result.returncode}: {' '.join(cmd)}")

@@ -2,7 +2,7 @@
 
 One step = what the training loop does per batch, on synthetic inputs already on
 the device (2 views of `--batch` 32-px images): forward, loss, backward,
-optimizer step, key-encoder EMA. ssl_bf's step is built the way ssl_bf.engine
+optimizer step, key-encoder EMA. ssl_bf's step is built the way ssl_bf.training.engine
 builds it (recipe config, build_method, build_optimizer, accelerate's prepare,
 set_lr / seed_step / the finiteness checks / update_key_encoder of
 Trainer._train_step). The lightly step is benchmarks/lightly_loop.py's loop body
@@ -38,14 +38,14 @@ from lightly_loop import LightlyMoCo
 from lightly.loss import NTXentLoss
 from lightly.models.utils import update_momentum
 
-from ssl_bf.backbones import build_backbone
+from ssl_bf.models.backbones import build_backbone
 from ssl_bf.config import load_config
-from ssl_bf.config_schema import Config, ModelConfig
+from ssl_bf.config.schema import Config, ModelConfig
 from ssl_bf.methods import build_method
-from ssl_bf.optim import base_lr, build_optimizer, param_groups, set_lr
-from ssl_bf.runtime import make_accelerator, seed_step
-from ssl_bf.schedules import lr_at, momentum_at
-from ssl_bf.step_stats import StepStats
+from ssl_bf.training.optim import base_lr, build_optimizer, param_groups, set_lr
+from ssl_bf.training.runtime import make_accelerator, seed_step
+from ssl_bf.training.schedules import lr_at, momentum_at
+from ssl_bf.training.step_stats import StepStats
 
 DEFAULT_METHODS = "lightly,mocov2,mocov2_bf,mocov3,mocov3_bf,backbone"
 
@@ -88,7 +88,7 @@ class ForeachLARS(torch.optim.Optimizer):
 
 
 def foreach_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """ssl_bf.optim.build_optimizer with foreach kernels (torch picks the per-tensor loop on CPU)."""
+    """ssl_bf.training.optim.build_optimizer with foreach kernels (torch picks the per-tensor loop on CPU)."""
     t, groups, lr = cfg.train, param_groups(cfg, model), base_lr(cfg)
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay,
@@ -123,7 +123,7 @@ def ssl_config(recipe: str, overrides: list[str], args) -> Config:
 
 
 class SslStep:
-    """Trainer._train_step (ssl_bf/engine.py) for one micro-batch, on fixed inputs."""
+    """Trainer._train_step (ssl_bf/training/engine.py) for one micro-batch, on fixed inputs."""
 
     def __init__(self, cfg: Config, acc, patches: set[str], x1, x2):
         self.cfg, self.acc, self.patches = cfg, acc, patches
@@ -324,7 +324,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def emulated_bf16(device: torch.device, precision: str) -> bool:
-    from ssl_bf.runtime import cpu_has_native_bf16
+    from ssl_bf.training.runtime import cpu_has_native_bf16
 
     return precision == "bf16" and device.type == "cpu" and cpu_has_native_bf16() is False
 

@@ -12,16 +12,9 @@ top-1 (percent) at the last k of knn.k - the number the pretraining monitor logs
 Several processes (`accelerate launch`) share the feature extraction.
 """
 import json
-import os
 import sys
 
-if __name__ == "__main__":
-    # Run by path, Python puts eval/ first on sys.path; the repository root belongs there.
-    here = os.path.dirname(os.path.abspath(__file__))
-    if sys.path and os.path.abspath(sys.path[0]) == here:
-        sys.path[0] = os.path.dirname(here)
-
-from ssl_bf.errors import exit_on_usage_error  # noqa: E402
+from ssl_bf.errors import exit_on_usage_error
 
 
 def table(target, cfg, row: dict, bank: int, queries: int, dim: int) -> str:
@@ -50,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_bf.evaluation.load import load_target
     from ssl_bf.evaluation.monitor import knn_datasets, knn_evaluate
     from ssl_bf.evaluation.splits import num_classes
-    from ssl_bf.runtime import local_processes, make_accelerator, set_threads
+    from ssl_bf.training.runtime import local_processes, make_accelerator, set_threads
 
     target = load_target(sys.argv[1:] if argv is None else argv)
     cfg = target.cfg

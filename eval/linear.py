@@ -13,16 +13,9 @@ table, then one JSON line {"linear_top1": ..., "linear_top5": ..., "linear_top1_
 Raises if any backbone weight or BatchNorm statistic moved during the probe.
 """
 import json
-import os
 import sys
 
-if __name__ == "__main__":
-    # Run by path, Python puts eval/ first on sys.path; the repository root belongs there.
-    here = os.path.dirname(os.path.abspath(__file__))
-    if sys.path and os.path.abspath(sys.path[0]) == here:
-        sys.path[0] = os.path.dirname(here)
-
-from ssl_bf.errors import exit_on_usage_error  # noqa: E402
+from ssl_bf.errors import exit_on_usage_error
 
 
 def table(target, cfg, row: dict, train: int, test: int, processes: int) -> str:
@@ -51,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_bf.evaluation.linear import check_linear_config, linear_probe
     from ssl_bf.evaluation.load import load_target
     from ssl_bf.evaluation.splits import labelled_splits, num_classes
-    from ssl_bf.runtime import local_processes, make_accelerator, set_threads
+    from ssl_bf.training.runtime import local_processes, make_accelerator, set_threads
 
     target = load_target(sys.argv[1:] if argv is None else argv)
     cfg = target.cfg

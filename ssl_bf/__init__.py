@@ -2,7 +2,7 @@
 
     import ssl_bf
     backbone = ssl_bf.load_backbone("runs/mocov3_bf")
-    cfg = ssl_bf.Config.from_recipe("mocov3_bf", "model.width=0.25")
+    cfg = ssl_bf.load_config(["recipe=mocov3_bf", "model.width=0.25"])
     model = ssl_bf.build_model(cfg)
 """
 
@@ -14,7 +14,7 @@ def __getattr__(name: str):
     # Lazy: the CLIs import ssl_bf.config first to reject a bad config before
     # paying for torch / torchvision / lightly imports.
     if name == "Config":
-        from ssl_bf.config_schema import Config
+        from ssl_bf.config.schema import Config
         return Config
     if name == "load_config":
         from ssl_bf.config import load_config

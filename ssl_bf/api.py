@@ -4,7 +4,7 @@
     backbone = ssl_bf.load_backbone("runs/mocov3_bf")      # nn.Module, eval mode
     features = backbone(images)                             # (B, 3, S, S) normalised -> (B, dim)
 
-    cfg = ssl_bf.Config.from_recipe("mocov3_bf", "model.width=0.25")
+    cfg = ssl_bf.load_config(["recipe=mocov3_bf", "model.width=0.25"])
     model = ssl_bf.build_model(cfg)                         # forward(x1, x2) -> {"loss", ...}
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 from torch import nn
 
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 from ssl_bf.methods import build_method
 
 

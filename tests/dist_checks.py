@@ -18,8 +18,8 @@ from ssl_bf.config import load_config
 from ssl_bf.methods import build_method
 from ssl_bf.methods.key_encoder import KeyEncoder
 from ssl_bf.methods.query_path import QueryPath, build_batchformer
-from ssl_bf.optim import build_optimizer, set_lr
-from ssl_bf.runtime import make_accelerator
+from ssl_bf.training.optim import build_optimizer, set_lr
+from ssl_bf.training.runtime import make_accelerator
 
 GLOBAL_BATCH = 16
 SMALL = ["model.width=0.25", "method.proj_hidden=64", "method.pred_hidden=64",

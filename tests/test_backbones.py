@@ -6,8 +6,8 @@ import torch
 import torchvision
 from torch import nn
 
-from ssl_bf.backbones import build_backbone
-from ssl_bf.config_schema import ModelConfig
+from ssl_bf.models.backbones import build_backbone
+from ssl_bf.config.schema import ModelConfig
 from ssl_bf.errors import UsageError
 
 

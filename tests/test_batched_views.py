@@ -9,7 +9,7 @@ import torch
 from torchvision.transforms import ColorJitter, RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from ssl_bf.config_schema import AugConfig
+from ssl_bf.config.schema import AugConfig
 from ssl_bf.data.batched_ops import blur_kernel_size
 from ssl_bf.data.batched_views import BatchedViews, apply_view, crop_pair, view_params
 from ssl_bf.data.transforms import pretrain_transform

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ssl_bf.batchformer import BatchFormer
+from ssl_bf.models.batchformer import BatchFormer
 
 
 def naive_post_norm_layer(layer, x, mask_self):

@@ -19,7 +19,7 @@ from torch import nn
 
 from ssl_bf.config import load_config
 from ssl_bf.methods import build_method
-from ssl_bf.optim import build_optimizer, set_lr
+from ssl_bf.training.optim import build_optimizer, set_lr
 
 SMALL = ["model.width=0.25", "method.proj_hidden=64", "method.pred_hidden=64",
          "method.queue_size=64", "train.batch_size=16", "method.bn_splits=1"]

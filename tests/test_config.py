@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ssl_bf.config import load_config, parse_overrides, to_dict
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError
 
 from conftest import REPO

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_bf.config_schema import AugConfig, DataConfig
+from ssl_bf.config.schema import AugConfig, DataConfig
 from ssl_bf.data.images import BadImage, read_image, stratified_first
 from ssl_bf.data.pipeline import ViewsDataset, build_source
 from ssl_bf.data.sampler import GlobalBatchSampler

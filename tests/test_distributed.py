@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_bf.checkpoint import load_checkpoint
+from ssl_bf.rundir.checkpoint import load_checkpoint
 
 from conftest import REPO
 

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from accelerate.state import AcceleratorState
 
-from ssl_bf.backbones import build_backbone
+from ssl_bf.models.backbones import build_backbone
 from ssl_bf.config import load_config
 from ssl_bf.data.pipeline import eval_dataset
 from ssl_bf.evaluation.features import eval_loader, extract_features
-from ssl_bf.runtime import make_accelerator
+from ssl_bf.training.runtime import make_accelerator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ODD = 37  # 2 processes x batch 4: 5 batches each = 40 slots, 3 of them sampler padding
@@ -64,11 +64,11 @@ def test_features_in_order_normalised_and_backbone_untouched(cifar_root, acceler
 SCRIPT = textwrap.dedent("""
     import json, sys
     import torch
-    from ssl_bf.backbones import build_backbone
+    from ssl_bf.models.backbones import build_backbone
     from ssl_bf.config import load_config
     from ssl_bf.data.pipeline import eval_dataset
     from ssl_bf.evaluation.features import eval_loader, extract_features
-    from ssl_bf.runtime import make_accelerator
+    from ssl_bf.training.runtime import make_accelerator
 
     root, out = sys.argv[1], sys.argv[2]
     cfg = load_config(["model.width=0.125", f"data.root={root}", "data.num_workers=0"])

@@ -7,13 +7,13 @@ import torch.nn.functional as F
 from accelerate.state import AcceleratorState
 from torch import nn
 
-from ssl_bf.backbones import build_backbone
+from ssl_bf.models.backbones import build_backbone
 from ssl_bf.config import load_config
-from ssl_bf.config_schema import LinearConfig
+from ssl_bf.config.schema import LinearConfig
 from ssl_bf.evaluation.frozen import BackboneMoved, check_unchanged, snapshot
 from ssl_bf.evaluation.linear import linear_probe, lr_at, topk_accuracy, train_head
 from ssl_bf.evaluation.splits import labelled_splits, num_classes
-from ssl_bf.runtime import make_accelerator
+from ssl_bf.training.runtime import make_accelerator
 
 
 def test_step_and_cosine_schedules():

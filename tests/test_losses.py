@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ssl_bf.losses import (chance_loss_mocov3, chance_loss_queue, combine_streams,
+from ssl_bf.methods.losses import (chance_loss_mocov3, chance_loss_queue, combine_streams,
                            info_nce_queue, mocov3_contrastive)
 
 

@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from ssl_bf.checkpoint import load_checkpoint
+from ssl_bf.rundir.checkpoint import load_checkpoint
 
 from conftest import REPO
 

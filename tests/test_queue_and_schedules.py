@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from ssl_bf.key_queue import KeyQueue
-from ssl_bf.schedules import lr_at, momentum_at
+from ssl_bf.methods.key_queue import KeyQueue
+from ssl_bf.training.schedules import lr_at, momentum_at
 
 
 def test_queue_wraps_without_dropping_keys():

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ssl_bf.checkpoint import find_latest, load_checkpoint, save_checkpoint
+from ssl_bf.rundir.checkpoint import find_latest, load_checkpoint, save_checkpoint
 
 from conftest import REPO
 
@@ -156,7 +156,7 @@ def test_sigterm_saves_and_resume_continues_exactly(tmp_path, cifar_root):
 
 WRITER = """
 import sys, torch
-from ssl_bf.checkpoint import save_checkpoint
+from ssl_bf.rundir.checkpoint import save_checkpoint
 big = {"w": torch.randn(8_000_000)}
 step = int(sys.argv[2])
 while True:

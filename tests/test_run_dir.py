@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ssl_bf.errors import UsageError
-from ssl_bf.run_lock import LOCK_FILE, RunLock
+from ssl_bf.rundir.run_lock import LOCK_FILE, RunLock
 
 from conftest import REPO
 

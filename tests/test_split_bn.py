@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from ssl_bf.split_bn import SplitBatchNorm2d, convert_split_bn
+from ssl_bf.models.split_bn import SplitBatchNorm2d, convert_split_bn
 
 
 def test_each_group_is_normalised_alone_and_running_stats_average():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from torchvision import datasets as tvd
 
-from ssl_bf.config_schema import DataConfig
+from ssl_bf.config.schema import DataConfig
 from ssl_bf.data.images import ImageSource
 from ssl_bf.errors import UsageError
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_bf.config_schema import Config, DataConfig
+from ssl_bf.config.schema import Config, DataConfig
 from ssl_bf.data.batched_views import BatchedViews, crop_pair
 from ssl_bf.data.datasets import open_split
 from ssl_bf.data.images import (BadImage, ImageSource, cpu_threads, decode_all, long_tail_first,

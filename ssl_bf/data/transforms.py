@@ -12,7 +12,7 @@ from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Trans
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torchvision import transforms as T
 
-from ssl_bf.config_schema import AugConfig
+from ssl_bf.config.schema import AugConfig
 
 
 def pretrain_transform(method: str, size: int, aug: AugConfig):

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from ssl_bf.config_schema import Config, LinearConfig
+from ssl_bf.config.schema import Config, LinearConfig
 from ssl_bf.data.pipeline import EvalDataset, mix_seed, seed_all
 from ssl_bf.errors import UsageError
 from ssl_bf.evaluation.features import eval_loader, eval_mode, extract_features

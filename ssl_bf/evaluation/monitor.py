@@ -17,7 +17,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from torch import nn
 
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 from ssl_bf.data.pipeline import EvalDataset, default_workers
 from ssl_bf.errors import UsageError
 from ssl_bf.data.pipeline import pretrain_class_counts
@@ -25,7 +25,7 @@ from ssl_bf.evaluation.features import eval_loader, extract_features
 from ssl_bf.evaluation.groups import group_fields, padded
 from ssl_bf.evaluation.knn import knn_classify, knn_metrics
 from ssl_bf.evaluation.splits import labelled_splits, num_classes
-from ssl_bf.runtime import local_processes
+from ssl_bf.training.runtime import local_processes
 
 
 def knn_datasets(cfg: Config) -> tuple[EvalDataset, EvalDataset]:

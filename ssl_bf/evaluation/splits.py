@@ -1,7 +1,7 @@
 """The labelled splits every evaluation uses: train (bank / probe training) and test."""
 from __future__ import annotations
 
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 from ssl_bf.data.pipeline import EvalDataset, eval_dataset
 from ssl_bf.errors import UsageError
 

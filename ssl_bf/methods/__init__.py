@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ssl_bf.backbones import build_backbone
-from ssl_bf.config_schema import Config
+from ssl_bf.models.backbones import build_backbone
+from ssl_bf.config.schema import Config
 from ssl_bf.methods.moco_v2 import MoCoV2
 from ssl_bf.methods.moco_v3 import MoCoV3
 

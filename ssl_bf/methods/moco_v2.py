@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bf.config_schema import Config
-from ssl_bf.heads import mocov2_projector
-from ssl_bf.key_queue import KeyQueue
-from ssl_bf.losses import chance_loss_queue, info_nce_queue
+from ssl_bf.config.schema import Config
+from ssl_bf.models.heads import mocov2_projector
+from ssl_bf.methods.key_queue import KeyQueue
+from ssl_bf.methods.losses import chance_loss_queue, info_nce_queue
 from ssl_bf.methods.key_encoder import KeyEncoder, gather_keys
 from ssl_bf.methods.query_path import QueryPath, build_batchformer
 from ssl_bf.methods.record import loss_record
-from ssl_bf.split_bn import convert_split_bn
+from ssl_bf.models.split_bn import convert_split_bn
 
 
 class MoCoV2(nn.Module):

@@ -12,9 +12,9 @@ import torch
 from lightly.utils import dist
 from torch import nn
 
-from ssl_bf.config_schema import Config
-from ssl_bf.heads import mocov3_predictor, mocov3_projector
-from ssl_bf.losses import chance_loss_mocov3, mocov3_contrastive
+from ssl_bf.config.schema import Config
+from ssl_bf.models.heads import mocov3_predictor, mocov3_projector
+from ssl_bf.methods.losses import chance_loss_mocov3, mocov3_contrastive
 from ssl_bf.methods.key_encoder import KeyEncoder, gather_keys
 from ssl_bf.methods.query_path import QueryPath, build_batchformer
 from ssl_bf.methods.record import loss_record

@@ -18,8 +18,8 @@ import torch
 from lightly.utils import dist
 from torch import nn
 
-from ssl_bf.batchformer import BatchFormer
-from ssl_bf.config_schema import BatchFormerConfig
+from ssl_bf.models.batchformer import BatchFormer
+from ssl_bf.config.schema import BatchFormerConfig
 
 Stream = Callable[[torch.Tensor], torch.Tensor]
 

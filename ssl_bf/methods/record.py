@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ssl_bf.config_schema import BatchFormerConfig
-from ssl_bf.losses import compose_streams
+from ssl_bf.config.schema import BatchFormerConfig
+from ssl_bf.methods.losses import compose_streams
 
 
 def loss_record(losses: list[list[torch.Tensor]], bf: BatchFormerConfig, **extra) -> dict:

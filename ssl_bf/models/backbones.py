@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.models import VisionTransformer
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from ssl_bf.config_schema import ModelConfig
+from ssl_bf.config.schema import ModelConfig
 from ssl_bf.errors import UsageError
 
 RESNETS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet50": (Bottleneck, [3, 4, 6, 3])}

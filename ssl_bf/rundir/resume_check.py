@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ssl_bf.config import read_saved_config, to_dict
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError
 
 CHANGES_FILE = "config_changes.jsonl"

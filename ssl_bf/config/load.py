@@ -19,10 +19,10 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError, did_you_mean
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class YamlLoader(yaml.SafeLoader):

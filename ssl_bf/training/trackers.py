@@ -9,7 +9,7 @@ from __future__ import annotations
 from accelerate.utils import is_tensorboard_available, is_wandb_available
 
 from ssl_bf.config import to_dict
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError
 
 AVAILABLE = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}

@@ -14,7 +14,7 @@ import torch
 from lightly.utils.lars import LARS
 from torch import nn
 
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 
 
 def base_lr(cfg: Config) -> float:

@@ -8,11 +8,11 @@ import warnings
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 from ssl_bf.data.images import cpu_threads
 from ssl_bf.data.pipeline import mix_seed
 from ssl_bf.errors import UsageError
-from ssl_bf.trackers import check_tracker
+from ssl_bf.training.trackers import check_tracker
 
 
 # accelerate >= 1.13 deprecates broadcast_buffers but itself advises keeping it

@@ -13,9 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ssl_bf.backbones import build_backbone, vit_patch_size
-from ssl_bf.checkpoint import load_safetensors
-from ssl_bf.config_schema import ModelConfig
+from ssl_bf.models.backbones import build_backbone, vit_patch_size
+from ssl_bf.rundir.checkpoint import load_safetensors
+from ssl_bf.config.schema import ModelConfig
 from ssl_bf.errors import UsageError
 
 BACKBONE_FILE = "backbone.safetensors"

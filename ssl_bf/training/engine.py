@@ -18,24 +18,24 @@ import torch
 from accelerate.utils import broadcast_object_list
 from safetensors import SafetensorError
 
-from ssl_bf.checkpoint import find_latest, load_checkpoint, resolve_resume, save_checkpoint
-from ssl_bf.collapse import CollapseWatch
+from ssl_bf.rundir.checkpoint import find_latest, load_checkpoint, resolve_resume, save_checkpoint
+from ssl_bf.training.collapse import CollapseWatch
 from ssl_bf.config import save_config
-from ssl_bf.config_schema import Config
+from ssl_bf.config.schema import Config
 from ssl_bf.data.pipeline import (batched_views, build_source, default_workers, describe_split,
                                   pretrain_loader)
 from ssl_bf.errors import TrainingFailed, UsageError
-from ssl_bf.export import BACKBONE_FILE, export_backbone
+from ssl_bf.rundir.export import BACKBONE_FILE, export_backbone
 from ssl_bf.methods import build_method
-from ssl_bf.optim import base_lr, build_optimizer, set_lr
-from ssl_bf.resume_check import check_resume, check_shapes, record_changes, run_dir_of
-from ssl_bf.run_lock import acquire_for_run
-from ssl_bf.run_log import MetricsLog
-from ssl_bf.runtime import local_processes, make_accelerator, seed_step, set_threads, warn_slow_bf16
-from ssl_bf.schedules import lr_at, momentum_at
-from ssl_bf.step_stats import StepStats
-from ssl_bf.trackers import log_row, start_trackers
-from ssl_bf.stop_signals import StopSignals
+from ssl_bf.training.optim import base_lr, build_optimizer, set_lr
+from ssl_bf.rundir.resume_check import check_resume, check_shapes, record_changes, run_dir_of
+from ssl_bf.rundir.run_lock import acquire_for_run
+from ssl_bf.rundir.run_log import MetricsLog
+from ssl_bf.training.runtime import local_processes, make_accelerator, seed_step, set_threads, warn_slow_bf16
+from ssl_bf.training.schedules import lr_at, momentum_at
+from ssl_bf.training.step_stats import StepStats
+from ssl_bf.training.trackers import log_row, start_trackers
+from ssl_bf.training.stop_signals import StopSignals
 
 
 @dataclass

@@ -168,10 +168,3 @@ class Config:
     linear: LinearConfig = field(default_factory=LinearConfig)
     log: LogConfig = field(default_factory=LogConfig)
     recipe: Optional[str] = None  # the recipe this config was built from
-
-    @classmethod
-    def from_recipe(cls, recipe: str, *overrides: str) -> "Config":
-        """Config.from_recipe("mocov3_bf", "bf.lr_scale=0.1") - what the CLI builds."""
-        from ssl_bf.config import load_config  # config imports this module
-
-        return load_config([f"recipe={recipe}", *overrides])

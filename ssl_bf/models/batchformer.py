@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssl_bf.own_grad_layer import own_grad_layer
+from ssl_bf.models.own_grad_layer import own_grad_layer
 
 
 class BatchFormer(nn.Module):
@@ -30,7 +30,7 @@ class BatchFormer(nn.Module):
         # enable_nested_tensor only matters for padded batches, which never occur here.
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.mask_self = mask_self
-        self.stop_mates_grad = stop_mates_grad  # see ssl_bf/own_grad_layer.py
+        self.stop_mates_grad = stop_mates_grad  # see ssl_bf/models/own_grad_layer.py
         # Gated residual (this project's idea, cf. LayerScale / ReZero): output
         # x + g * (layer(x) - x) with a learnt per-channel g starting at gate_init,
         # so the BF stream starts as (almost) the plain one and the layer can only

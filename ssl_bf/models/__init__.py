@@ -1,0 +1,1 @@
+"""Networks: backbones, projection / prediction heads, BatchFormer, split BatchNorm."""
