@@ -36,33 +36,33 @@ def my_slice(acc) -> slice:
     return slice(acc.process_index * b, (acc.process_index + 1) * b)
 
 
-def mocov3_loss_and_grads(acc) -> dict:
-    """(a) the loss and gradients of MoCo-v3 with BN isolated (eval mode)."""
-    cfg = load_config(["recipe=mocov3", *SMALL])
+def eval_mode_loss_and_grads(acc, args: list[str], seed: int) -> tuple:
+    """Loss (mean over processes) and query-side gradients of one step, BN and dropout
+    isolated (eval mode)."""
+    cfg = load_config([*args, *SMALL])
     torch.manual_seed(0)
     method = build_method(cfg, acc.num_processes).eval()
     model = acc.prepare(method)
-    x1, x2 = global_views(1)
+    x1, x2 = global_views(seed)
     sl = my_slice(acc)
     out = model(x1[sl], x2[sl])
     acc.backward(out["loss"])
     grads = torch.cat([p.grad.flatten() for p in method.query.parameters() if p.grad is not None])
-    return {"v3_loss": acc.reduce(out["loss"].detach(), "mean"), "v3_grads": grads}
+    return acc.reduce(out["loss"].detach(), "mean"), grads
+
+
+def mocov3_loss_and_grads(acc) -> dict:
+    """(a) the loss and gradients of MoCo-v3 with BN isolated (eval mode)."""
+    loss, grads = eval_mode_loss_and_grads(acc, ["recipe=mocov3"], 1)
+    return {"v3_loss": loss, "v3_grads": grads}
 
 
 def authors_v3_global(acc) -> dict:
     """(f) the authors' MoCo-v3 (keys through the shared layer, 8 terms), global scope,
     trainable, BN and dropout isolated (eval mode): loss and gradients."""
-    cfg = load_config(["recipe=mocov3_bf_authors", *SMALL, "bf.scope=global", "bf.trainable=true"])
-    torch.manual_seed(0)
-    method = build_method(cfg, acc.num_processes).eval()
-    model = acc.prepare(method)
-    x1, x2 = global_views(2)
-    sl = my_slice(acc)
-    out = model(x1[sl], x2[sl])
-    acc.backward(out["loss"])
-    grads = torch.cat([p.grad.flatten() for p in method.query.parameters() if p.grad is not None])
-    return {"authors_v3_loss": acc.reduce(out["loss"].detach(), "mean"), "authors_v3_grads": grads}
+    loss, grads = eval_mode_loss_and_grads(
+        acc, ["recipe=mocov3_bf_authors", "bf.scope=global", "bf.trainable=true"], 2)
+    return {"authors_v3_loss": loss, "authors_v3_grads": grads}
 
 
 def authors_v2_queue(acc) -> dict:

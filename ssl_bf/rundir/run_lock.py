@@ -71,10 +71,7 @@ class RunLock:
                                  f"train.output_dir, or delete {self.path} if that run is gone")
             warning = (f"warning: taking over the lock of a run that is gone "
                        f"({describe(holder) if holder else 'unreadable lock file'})")
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+            self.path.unlink(missing_ok=True)
         raise UsageError(f"train.output_dir: could not take {self.path}: other launches keep taking it")
 
     def _create(self) -> bool:
