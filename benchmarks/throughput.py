@@ -42,7 +42,8 @@ from ssl_bf.models.backbones import build_backbone
 from ssl_bf.config import load_config
 from ssl_bf.config.schema import Config, ModelConfig
 from ssl_bf.methods import build_method
-from ssl_bf.training.optim import base_lr, build_optimizer, param_groups, set_lr
+from ssl_bf.config.derived import scaled_lr
+from ssl_bf.training.optim import build_optimizer, param_groups, set_lr
 from ssl_bf.training.runtime import make_accelerator, seed_step
 from ssl_bf.training.schedules import lr_at, momentum_at
 from ssl_bf.training.step_stats import StepStats
@@ -89,7 +90,7 @@ class ForeachLARS(torch.optim.Optimizer):
 
 def foreach_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     """ssl_bf.training.optim.build_optimizer with foreach kernels (torch picks the per-tensor loop on CPU)."""
-    t, groups, lr = cfg.train, param_groups(cfg, model), base_lr(cfg)
+    t, groups, lr = cfg.train, param_groups(cfg, model), scaled_lr(cfg)
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay,
                                foreach=True)
@@ -150,7 +151,7 @@ class SslStep:
     def __call__(self) -> None:
         cfg, i = self.cfg, self.i
         seed_step(cfg.train.seed, i, self.acc.process_index)
-        set_lr(self.optimizer, lr_at(i % self.total, self.total, 0, base_lr(cfg)))
+        set_lr(self.optimizer, lr_at(i % self.total, self.total, 0, scaled_lr(cfg)))
         with record_function("## forward"):
             out = self.model(*self.inputs(), bf_on=True)
         with record_function("## backward"):

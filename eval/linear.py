@@ -41,14 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ssl_bf.data.pipeline import default_workers, pretrain_class_counts
-    from ssl_bf.evaluation.linear import check_linear_config, linear_probe
+    from ssl_bf.evaluation.linear import linear_probe
     from ssl_bf.evaluation.load import load_target
     from ssl_bf.evaluation.splits import labelled_splits, num_classes
     from ssl_bf.training.runtime import local_processes, make_accelerator, set_threads
 
     target = load_target(sys.argv[1:] if argv is None else argv)
     cfg = target.cfg
-    check_linear_config(cfg.linear)
     acc = make_accelerator(cfg)
     set_threads(cfg, acc)
     train, test = labelled_splits(cfg)

@@ -7,6 +7,8 @@ import torchvision
 from torch import nn
 
 from ssl_bf.models.backbones import build_backbone
+from ssl_bf.config import load_config
+from ssl_bf.config.derived import backbone_dim
 from ssl_bf.config.schema import ModelConfig
 from ssl_bf.errors import UsageError
 
@@ -69,7 +71,17 @@ def test_zero_init_residual_and_frozen_patch_embedding():
 
 
 def test_bad_patch_size_and_vit_width_are_usage_errors():
-    with pytest.raises(UsageError, match="patch_size"):
-        build_backbone(ModelConfig(backbone="vit_tiny", patch_size=5), 32)
-    with pytest.raises(UsageError, match="width"):
-        build_backbone(ModelConfig(backbone="vit_tiny", width=0.5), 32)
+    """Checked by the config's validation, before any model is built."""
+    with pytest.raises(UsageError, match="model.patch_size: 5 does not divide"):
+        load_config(["model.backbone=vit_tiny", "model.patch_size=5"])
+    with pytest.raises(UsageError, match="model.width: only ResNets"):
+        load_config(["model.backbone=vit_tiny", "model.width=0.5"])
+
+
+@pytest.mark.parametrize("backbone, width", [("resnet18", 1.0), ("resnet18", 0.25), ("resnet18", 0.3),
+                                             ("resnet50", 0.125), ("vit_tiny", 1.0), ("vit_small", 1.0)])
+def test_static_feature_width_is_what_the_backbone_outputs(backbone, width):
+    """config/derived.backbone_dim (used by validation) against the built module."""
+    cfg = ModelConfig(backbone=backbone, width=width, vit_depth=1)
+    net = build_backbone(cfg, 32)
+    assert backbone_dim(cfg) == net.dim == net(torch.zeros(2, 3, 32, 32)).shape[1]

@@ -103,6 +103,7 @@ def run_cli(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
     (["recipe=mocov3", "train.batchsize=3"], "did you mean 'train.batch_size'"),
     (["recipe=nope"], "recipe 'nope' not found"),
     (["recipe=mocov3", "bf.position=middle"], "bf.position"),
+    (["recipe=mocov3", "method.momentum=1.5"], "method.momentum: must be in [0, 1], got 1.5"),
     (["recipe=mocov3", "data.root=/nonexistent/cifar"], "/nonexistent/cifar"),
 ])
 def test_cli_exits_2_with_one_error_line(args, fragment):

@@ -48,7 +48,7 @@ def test_per_class_and_group_top1_by_hand():
 
 @pytest.mark.parametrize("args, fragment", [
     (["data.imbalance=100", "data.subset=1000"], "data.imbalance and data.subset both cut"),
-    (["data.imbalance=0.5"], "data.imbalance: the ratio of the largest to the smallest class must be at least 1"),
+    (["data.imbalance=0.5"], "data.imbalance: must be at least 1, got 0.5"),
     (["data.imbalance=10", "data.dataset=stl10"], "stl10's pretraining split is unlabelled"),
     (["data.eval_train=all"], "data.eval_train: 'all' is not one of full, pretrain"),
 ])

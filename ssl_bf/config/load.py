@@ -19,6 +19,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from ssl_bf.config.derived import batchformer_dim, vit_patch_size
+from ssl_bf.config.ranges import check_ranges
 from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError, did_you_mean
 
@@ -241,32 +243,43 @@ def read_saved_config(path: str | os.PathLike) -> dict:
 
 
 def validate(cfg: Config) -> Config:
-    """Cross-key checks that a type alone cannot express."""
-    t, m, b = cfg.train, cfg.method, cfg.bf
-    positive = {"train.epochs": t.epochs, "train.batch_size": t.batch_size,
-                "train.accumulate": t.accumulate, "data.image_size": cfg.data.image_size,
-                "method.queue_size": m.queue_size, "bf.layers": b.layers, "bf.heads": b.heads,
-                "method.bn_splits": m.bn_splits, "train.keep_checkpoints": t.keep_checkpoints}
-    for key, value in positive.items():
-        if value < 1:
-            raise UsageError(f"{key}: must be at least 1, got {value}")
-    if t.max_steps is not None and t.max_steps < 1:
-        raise UsageError(f"train.max_steps: must be null or at least 1, got {t.max_steps}")
-    if cfg.data.subset is not None and cfg.data.subset < 1:
-        raise UsageError(f"data.subset: must be null or at least 1, got {cfg.data.subset}")
-    if not 0.0 <= b.dropout < 1.0:
-        raise UsageError(f"bf.dropout: must be in [0, 1), got {b.dropout}")
-    if m.temperature <= 0 or t.lr <= 0:
-        raise UsageError("method.temperature and train.lr must be positive")
-    if not 0.0 < cfg.model.width <= 4.0:
-        raise UsageError(f"model.width: must be in (0, 4], got {cfg.model.width}")
+    """Every static check of a value: its range (config/ranges.py), then the checks
+    across keys that a range alone cannot express."""
+    check_ranges(cfg)
+    t = cfg.train
     if len(t.betas) != 2:
         raise UsageError(f"train.betas: expected two numbers, got {t.betas}")
-    _validate_bf_streams(b)
+    if not cfg.knn.k:
+        raise UsageError("knn.k: expected a list of positive integers, got []")
+    if t.warmup_epochs > t.epochs:
+        raise UsageError(f"train.warmup_epochs: must be at most train.epochs ({t.epochs}), "
+                         f"got {t.warmup_epochs}")
+    _validate_model(cfg)
+    _validate_bf_streams(cfg.bf)
+    _validate_bf_width(cfg)
     _validate_imbalance(cfg.data)
-    if any(k < 1 for k in cfg.knn.k) or not cfg.knn.k:
-        raise UsageError(f"knn.k: expected a list of positive integers, got {cfg.knn.k}")
     return cfg
+
+
+def _validate_model(cfg: Config) -> None:
+    m = cfg.model
+    if m.backbone.startswith("vit"):
+        if m.width != 1.0:
+            raise UsageError(f"model.width: only ResNets take a width, not {m.backbone}")
+        patch = vit_patch_size(m, cfg.data.image_size)
+        if cfg.data.image_size % patch:
+            raise UsageError(f"model.patch_size: {patch} does not divide "
+                             f"data.image_size={cfg.data.image_size}")
+
+
+def _validate_bf_width(cfg: Config) -> None:
+    if not cfg.bf.enabled:
+        return
+    dim = batchformer_dim(cfg)
+    if dim % cfg.bf.heads:
+        where = "method.proj_out" if cfg.bf.position == "post_projector" else "the backbone's features"
+        raise UsageError(f"bf.heads: {cfg.bf.heads} heads do not divide the width the layer "
+                         f"attends over ({dim}, {where} at bf.position={cfg.bf.position})")
 
 
 def _validate_bf_streams(b) -> None:
@@ -279,16 +292,11 @@ def _validate_bf_streams(b) -> None:
     if b.loss != "weighted" and b.loss_weight != 1.0:
         raise UsageError(f"bf.loss_weight: applies to bf.loss=weighted only, got {b.loss_weight} "
                          f"with bf.loss={b.loss}")
-    if b.loss_weight < 0:
-        raise UsageError(f"bf.loss_weight: must be at least 0, got {b.loss_weight}")
 
 
 def _validate_imbalance(d) -> None:
     if d.imbalance is None:
         return
-    if d.imbalance < 1:
-        raise UsageError(f"data.imbalance: the ratio of the largest to the smallest class must be "
-                         f"at least 1, got {d.imbalance}")
     if d.subset is not None:
         raise UsageError("data.imbalance and data.subset both cut the pretraining split; use one "
                          "(data.subset=null with data.imbalance)")

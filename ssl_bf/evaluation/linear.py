@@ -152,15 +152,6 @@ def _sgd(feats: torch.Tensor, labels: torch.Tensor, head: nn.Linear, cfg: Linear
     return head
 
 
-def check_linear_config(lin: LinearConfig) -> None:
-    for key in ("epochs", "batch_size", "copies"):
-        if getattr(lin, key) < 1:
-            raise UsageError(f"linear.{key}: must be at least 1, got {getattr(lin, key)}")
-    if lin.lr <= 0 or lin.weight_decay < 0:
-        raise UsageError(f"linear.lr must be positive and linear.weight_decay not negative, "
-                         f"got {lin.lr} and {lin.weight_decay}")
-
-
 def _check_finite(loss: float, epoch: int) -> None:
     if not math.isfinite(loss):
         raise UsageError(f"linear.lr: the probe diverged (loss {loss} in epoch {epoch + 1}); "
@@ -269,7 +260,6 @@ def linear_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
                  log: Log | None = None, counts=None) -> dict:
     """linear.mode's probe, then the sanity check; {'linear_top1', 'linear_top5', ...};
     with `counts` (images per class in the pretraining split) also per class and per group."""
-    check_linear_config(cfg.linear)
     before = snapshot(backbone)
     probe = cached_probe if cfg.linear.mode == "cached" else standard_probe
     row = probe(cfg, backbone, acc, train_set, test_set, classes, workers, log, counts)

@@ -31,11 +31,6 @@ from ssl_bf.training.runtime import local_processes
 def knn_datasets(cfg: Config) -> tuple[EvalDataset, EvalDataset]:
     """(bank, queries): the labelled train split (data.subset) and the test split
     (knn.test_subset); the bank must hold max(knn.k) samples."""
-    if cfg.knn.temperature <= 0 or cfg.knn.batch_size < 1:
-        raise UsageError(f"knn.temperature and knn.batch_size must be positive, got "
-                         f"{cfg.knn.temperature} and {cfg.knn.batch_size}")
-    if cfg.knn.test_subset is not None and cfg.knn.test_subset < 1:
-        raise UsageError(f"knn.test_subset: must be null or at least 1, got {cfg.knn.test_subset}")
     bank, queries = labelled_splits(cfg, cfg.knn.test_subset)
     if max(cfg.knn.k) > len(bank):
         raise UsageError(f"knn.k: {max(cfg.knn.k)} neighbours asked for, but the bank holds only "

@@ -12,8 +12,8 @@ from torch import nn
 from torchvision.models import VisionTransformer
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
+from ssl_bf.config.derived import resnet_planes, vit_patch_size
 from ssl_bf.config.schema import ModelConfig
-from ssl_bf.errors import UsageError
 
 RESNETS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet50": (Bottleneck, [3, 4, 6, 3])}
 # (hidden_dim, heads, mlp_dim): DeiT-Tiny / DeiT-Small sizes, as MoCo-v3's vits.py
@@ -32,7 +32,7 @@ class ResNetTrunk(nn.Module):
     def __init__(self, block, layers, width: float = 1.0, cifar_stem: bool = False,
                  zero_init_residual: bool = False):
         super().__init__()
-        planes = [max(1, round(p * width)) for p in (64, 128, 256, 512)]
+        planes = resnet_planes(width)
         self.inplanes = planes[0]
         if cifar_stem:
             self.conv1 = nn.Conv2d(3, planes[0], 3, stride=1, padding=1, bias=False)
@@ -82,14 +82,6 @@ class ResNetTrunk(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
-def vit_patch_size(cfg: ModelConfig, image_size: int) -> int:
-    """Patch 4 for CIFAR-sized inputs (8x8 tokens at 32 px), else ViT's 16."""
-    patch = cfg.patch_size or (4 if image_size <= 64 else 16)
-    if image_size % patch:
-        raise UsageError(f"model.patch_size: {patch} does not divide data.image_size={image_size}")
-    return patch
-
-
 def build_vit(cfg: ModelConfig, image_size: int) -> VisionTransformer:
     hidden, heads, mlp = VITS[cfg.backbone]
     vit = VisionTransformer(image_size=image_size, patch_size=vit_patch_size(cfg, image_size),
@@ -108,6 +100,4 @@ def build_backbone(cfg: ModelConfig, image_size: int) -> nn.Module:
         block, layers = RESNETS[cfg.backbone]
         cifar = cfg.cifar_stem if cfg.cifar_stem is not None else image_size <= 64
         return ResNetTrunk(block, layers, cfg.width, cifar, cfg.zero_init_residual)
-    if cfg.width != 1.0:
-        raise UsageError(f"model.width: only ResNets take a width, not {cfg.backbone}")
     return build_vit(cfg, image_size)

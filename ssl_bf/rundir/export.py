@@ -13,7 +13,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ssl_bf.models.backbones import build_backbone, vit_patch_size
+from ssl_bf.config.derived import vit_patch_size
+from ssl_bf.models.backbones import build_backbone
 from ssl_bf.rundir.checkpoint import load_safetensors
 from ssl_bf.config.schema import ModelConfig
 from ssl_bf.errors import UsageError

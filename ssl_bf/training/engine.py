@@ -21,13 +21,14 @@ from safetensors import SafetensorError
 from ssl_bf.rundir.checkpoint import find_latest, load_checkpoint, resolve_resume, save_checkpoint
 from ssl_bf.training.collapse import CollapseWatch
 from ssl_bf.config import save_config
+from ssl_bf.config.derived import make_plan
 from ssl_bf.config.schema import Config
 from ssl_bf.data.pipeline import (batched_views, build_source, default_workers, describe_split,
                                   pretrain_loader)
 from ssl_bf.errors import TrainingFailed, UsageError
 from ssl_bf.rundir.export import BACKBONE_FILE, export_backbone
 from ssl_bf.methods import build_method
-from ssl_bf.training.optim import base_lr, build_optimizer, set_lr
+from ssl_bf.training.optim import build_optimizer, set_lr
 from ssl_bf.rundir.resume_check import check_resume, check_shapes, record_changes, run_dir_of
 from ssl_bf.rundir.run_lock import acquire_for_run
 from ssl_bf.rundir.run_log import MetricsLog
@@ -49,14 +50,6 @@ class TrainState:
     pretrain_images: int = 0  # the size of the pretraining split (0: not recorded)
 
 
-@dataclass
-class Plan:
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    bf_start_step: int
-
-
 # A monitor runs at epoch ends on every process: (trainer, epoch) -> metrics or None.
 Monitor = Callable[["Trainer", int], "dict | None"]
 
@@ -73,7 +66,7 @@ class Trainer:
         warn_slow_bf16(cfg, self.acc)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.source = build_source(cfg.data, "pretrain", cfg.data.subset, cfg.data.imbalance)
-        self.plan = self._plan()
+        self.plan = make_plan(cfg, self.world, len(self.source))
         self.loader = pretrain_loader(cfg, self.source, self.rank, self.world,
                                       default_workers(cfg.data, local_processes(), cfg.aug.batched))
         self.views = batched_views(cfg) if cfg.aug.batched else None
@@ -94,22 +87,6 @@ class Trainer:
         self.trainable = [p for p in self.method.parameters() if p.requires_grad]
 
     # --- set-up -------------------------------------------------------------
-
-    def _plan(self) -> Plan:
-        t, n = self.cfg.train, len(self.source)
-        if t.batch_size % (self.world * t.accumulate):
-            raise UsageError(f"train.batch_size: {t.batch_size} does not divide into {self.world} "
-                             f"processes x {t.accumulate} accumulation steps")
-        if t.batch_size > n:
-            raise UsageError(f"train.batch_size: {t.batch_size} is larger than the data set "
-                             f"({n} images at {self.cfg.data.root})")
-        micro = t.batch_size // (self.world * t.accumulate)
-        if self.cfg.method.name == "mocov2" and self.world == 1 and micro % self.cfg.method.bn_splits:
-            raise UsageError(f"method.bn_splits: {self.cfg.method.bn_splits} does not divide the "
-                             f"per-process batch {micro}")
-        spe = n // t.batch_size
-        total = spe * t.epochs if t.max_steps is None else min(t.max_steps, spe * t.epochs)
-        return Plan(spe, total, round(t.warmup_epochs * spe), round(self.cfg.bf.start_epoch * spe))
 
     def _check_resume(self) -> tuple[Path | None, list[dict]]:
         """Where to resume from and the config changes that makes (checked before any data
@@ -192,7 +169,7 @@ class Trainer:
         s, cfg = self.state, self.cfg
         seed_step(cfg.train.seed, s.step, self.rank)
         set_lr(self.optimizer, lr_at(s.step, self.plan.total_steps, self.plan.warmup_steps,
-                                     base_lr(cfg), cfg.train.schedule))
+                                     self.plan.lr, cfg.train.schedule))
         bf_on = s.step >= self.plan.bf_start_step
         outputs = []
         for i, batch in enumerate(micro):

@@ -14,11 +14,8 @@ import torch
 from lightly.utils.lars import LARS
 from torch import nn
 
+from ssl_bf.config.derived import scaled_lr
 from ssl_bf.config.schema import Config
-
-
-def base_lr(cfg: Config) -> float:
-    return cfg.train.lr * cfg.train.batch_size / 256
 
 
 def param_groups(cfg: Config, model: nn.Module) -> list[dict]:
@@ -41,7 +38,7 @@ def param_groups(cfg: Config, model: nn.Module) -> list[dict]:
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    t, groups, lr = cfg.train, param_groups(cfg, model), base_lr(cfg)
+    t, groups, lr = cfg.train, param_groups(cfg, model), scaled_lr(cfg)
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay)
     if t.optimizer == "lars":
