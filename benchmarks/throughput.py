@@ -2,9 +2,9 @@
 
 One step = what the training loop does per batch, on synthetic inputs already on
 the device (2 views of `--batch` 32-px images): forward, loss, backward,
-optimizer step, key-encoder EMA. ssl_bf's step is built the way ssl_bf.training.engine
-builds it (recipe config, build_method, build_optimizer, accelerate's prepare,
-set_lr / seed_step / the finiteness checks / update_key_encoder of
+optimizer step, key-encoder EMA. ssl_bf's step IS the engine's
+(ssl_bf.training.step.OptimizerStep, built from the recipe as the engine builds it:
+build_method, build_optimizer, accelerate's prepare; seeded and scheduled as
 Trainer._train_step). The lightly step is benchmarks/lightly_loop.py's loop body
 (its LightlyMoCo, NTXentLoss with a 4096-key bank, SGD). Variants are timed in
 alternation (ABC..CBA.., so a drift in machine load hits all of them alike);
@@ -43,9 +43,10 @@ from ssl_bf.config import load_config
 from ssl_bf.config.schema import Config, ModelConfig
 from ssl_bf.methods import build_method
 from ssl_bf.config.derived import scaled_lr
-from ssl_bf.training.optim import build_optimizer, param_groups, set_lr
+from ssl_bf.training.optim import build_optimizer, param_groups
 from ssl_bf.training.runtime import make_accelerator, seed_step
 from ssl_bf.training.schedules import lr_at, momentum_at
+from ssl_bf.training.step import OptimizerStep
 from ssl_bf.training.step_stats import StepStats
 
 DEFAULT_METHODS = "lightly,mocov2,mocov2_bf,mocov3,mocov3_bf,backbone"
@@ -124,51 +125,37 @@ def ssl_config(recipe: str, overrides: list[str], args) -> Config:
 
 
 class SslStep:
-    """Trainer._train_step (ssl_bf/training/engine.py) for one micro-batch, on fixed inputs."""
+    """The engine's optimizer step (ssl_bf.training.step.OptimizerStep) on fixed inputs,
+    seeded and scheduled as Trainer._train_step does."""
 
     def __init__(self, cfg: Config, acc, patches: set[str], x1, x2):
-        self.cfg, self.acc, self.patches = cfg, acc, patches
+        self.cfg, self.acc = cfg, acc
         torch.manual_seed(cfg.train.seed)
-        self.method = build_method(cfg, acc.num_processes)
+        method = build_method(cfg, acc.num_processes)
         if cfg.train.channels_last:
-            self.method.to(memory_format=torch.channels_last)
+            method.to(memory_format=torch.channels_last)
         make = foreach_optimizer if "foreach" in patches else build_optimizer
-        self.model, self.optimizer = acc.prepare(self.method, make(cfg, self.method))
-        self.stats = StepStats(acc)
-        self.trainable = [p for p in self.method.parameters() if p.requires_grad]
+        model, optimizer = acc.prepare(method, make(cfg, method))
+        trainable = [p for p in method.parameters() if p.requires_grad]
+        self.step = OptimizerStep(model, method, acc, optimizer, StepStats(acc), trainable,
+                                  check="nochecks" not in patches)
         self.x1, self.x2 = x1, x2
         self.i, self.total = 0, 10_000
 
     def compile(self) -> None:
-        self.model = torch.compile(self.model)
+        self.step.model = torch.compile(self.step.model)
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trainer._to_device: channels_last inputs when the config asks (a no-op if they are)."""
+        """Trainer._layout: channels_last inputs when the config asks (a no-op if they are)."""
         if not self.cfg.train.channels_last:
             return self.x1, self.x2
         return tuple(x.contiguous(memory_format=torch.channels_last) for x in (self.x1, self.x2))
 
     def __call__(self) -> None:
-        cfg, i = self.cfg, self.i
-        seed_step(cfg.train.seed, i, self.acc.process_index)
-        set_lr(self.optimizer, lr_at(i % self.total, self.total, 0, scaled_lr(cfg)))
-        with record_function("## forward"):
-            out = self.model(*self.inputs(), bf_on=True)
-        with record_function("## backward"):
-            self.acc.backward(out["loss"])
-        finite = True
-        if "nochecks" not in self.patches:
-            with record_function("## checks"):
-                finite, _ = self.stats.flags([out], False, self.trainable)
-        if finite:
-            with record_function("## optimizer"):
-                self.optimizer.step()
-            with record_function("## ema"):
-                self.method.update_key_encoder(momentum_at(i % self.total + 1, self.total,
-                                                           cfg.method.momentum, cfg.method.momentum_end))
-        self.optimizer.zero_grad(set_to_none=True)
-        with record_function("## stats"):
-            self.stats.add([out])
+        cfg, i = self.cfg, self.i % self.total
+        seed_step(cfg.train.seed, self.i, self.acc.process_index)
+        self.step([self.inputs()], 1, lr=lr_at(i, self.total, 0, scaled_lr(cfg)),
+                  momentum=momentum_at(i + 1, self.total, cfg.method.momentum, cfg.method.momentum_end))
         self.i += 1
 
 

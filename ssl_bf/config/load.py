@@ -251,9 +251,6 @@ def validate(cfg: Config) -> Config:
         raise UsageError(f"train.betas: expected two numbers, got {t.betas}")
     if not cfg.knn.k:
         raise UsageError("knn.k: expected a list of positive integers, got []")
-    if t.warmup_epochs > t.epochs:
-        raise UsageError(f"train.warmup_epochs: must be at most train.epochs ({t.epochs}), "
-                         f"got {t.warmup_epochs}")
     _validate_model(cfg)
     _validate_bf_streams(cfg.bf)
     _validate_bf_width(cfg)

@@ -1,6 +1,6 @@
 """kNN accuracy while pretraining: `KnnMonitor(cfg)` is an engine monitor.
 
-The engine calls `monitor(trainer, epoch)` at every epoch end on every process
+The engine calls `monitor(end)` with its EpochEnd record at every epoch end on every process
 and writes the returned row to metrics.jsonl (`knn_top1` also goes on the
 progress bar). The bank is the labelled training split (data.eval_train: the
 images the run pretrains on, or the whole balanced split - the default under
@@ -99,20 +99,18 @@ class KnnMonitor:
         self.counts = pretrain_class_counts(cfg.data)
         self.loaders = None  # prepared on first use: that needs the trainer's Accelerator
 
-    def due(self, trainer, epoch: int) -> bool:
-        last = epoch >= self.cfg.train.epochs
-        plan = getattr(trainer, "plan", None)
-        if plan is not None and trainer.state.step >= plan.total_steps:
-            last = True  # train.max_steps ends the run early: evaluate what it produced
-        return epoch % self.cfg.knn.every == 0 or last
+    def due(self, end) -> bool:
+        # the last epoch end always (train.max_steps may end the run early: evaluate what it made)
+        return end.epoch % self.cfg.knn.every == 0 or end.last
 
-    def __call__(self, trainer, epoch: int) -> dict | None:
-        if not self.due(trainer, epoch):
+    def __call__(self, end) -> dict | None:
+        """`end`: the engine's EpochEnd record (epoch, step, last, backbone, accelerator)."""
+        if not self.due(end):
             return None
-        acc = trainer.acc
+        acc = end.accelerator
         if self.loaders is None:
             workers = default_workers(self.cfg.data, local_processes())
             self.loaders = tuple(eval_loader(ds, acc, self.cfg.knn.batch_size, workers)
                                  for ds in self.datasets)
-        backbone = rank0_copy(trainer.method.backbone, acc)
+        backbone = rank0_copy(end.backbone, acc)
         return knn_evaluate(self.cfg, backbone, acc, self.loaders, self.classes, self.counts)

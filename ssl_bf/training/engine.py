@@ -28,12 +28,13 @@ from ssl_bf.data.pipeline import (batched_views, build_source, default_workers, 
 from ssl_bf.errors import TrainingFailed, UsageError
 from ssl_bf.rundir.export import BACKBONE_FILE, export_backbone
 from ssl_bf.methods import build_method
-from ssl_bf.training.optim import build_optimizer, set_lr
+from ssl_bf.training.optim import build_optimizer
 from ssl_bf.rundir.resume_check import check_resume, check_shapes, record_changes, run_dir_of
 from ssl_bf.rundir.run_lock import acquire_for_run
 from ssl_bf.rundir.run_log import MetricsLog
 from ssl_bf.training.runtime import local_processes, make_accelerator, seed_step, set_threads, warn_slow_bf16
 from ssl_bf.training.schedules import lr_at, momentum_at
+from ssl_bf.training.step import OptimizerStep
 from ssl_bf.training.step_stats import StepStats
 from ssl_bf.training.trackers import log_row, start_trackers
 from ssl_bf.training.stop_signals import StopSignals
@@ -50,8 +51,18 @@ class TrainState:
     pretrain_images: int = 0  # the size of the pretraining split (0: not recorded)
 
 
-# A monitor runs at epoch ends on every process: (trainer, epoch) -> metrics or None.
-Monitor = Callable[["Trainer", int], "dict | None"]
+@dataclass(frozen=True)
+class EpochEnd:
+    """What a monitor is given at an epoch end (on every process)."""
+    epoch: int  # epochs done
+    step: int  # optimizer steps done
+    last: bool  # training ends here (the last epoch, or train.max_steps reached)
+    backbone: torch.nn.Module  # the training backbone, unwrapped (this process's copy)
+    accelerator: object
+
+
+# A monitor runs at epoch ends on every process: EpochEnd -> metrics or None.
+Monitor = Callable[[EpochEnd], "dict | None"]
 
 
 class Trainer:
@@ -82,9 +93,14 @@ class Trainer:
         self.log = MetricsLog(self.out / "metrics.jsonl", enabled=self.acc.is_main_process)
         self.watch = CollapseWatch(self.method.chance_loss(), self.plan.total_steps)
         self.stats = StepStats(self.acc)
+        trainable = [p for p in self.method.parameters() if p.requires_grad]
+        self.step = OptimizerStep(self.model, self.method, self.acc, self.optimizer, self.stats,
+                                  None if cfg.train.precision == "fp16" else trainable)
         self.signals = StopSignals()
+        # Agreed by every process at a step's checks (a signal may reach only one of them);
+        # the signal itself stays recorded in self.signals until then.
+        self.stopping = False
         self.reported_bad: set[int] = set()
-        self.trainable = [p for p in self.method.parameters() if p.requires_grad]
 
     # --- set-up -------------------------------------------------------------
 
@@ -139,9 +155,9 @@ class Trainer:
         self.acc.wait_for_everyone()
         self.started = time.time()
         with self.signals, self._progress() as bar:
-            while self.state.step < self.plan.total_steps and not self.signals.stop:
+            while self.state.step < self.plan.total_steps and not self.stopping:
                 self._run_epoch(bar)
-        if self.signals.stop:
+        if self.stopping:
             self._checkpoint()
             self._say(f"stopped by {self.signals.name} at step {self.state.step}; "
                       "continue with train.resume=auto")
@@ -154,7 +170,7 @@ class Trainer:
         self.loader.batch_sampler.set_epoch(s.epoch, s.step_in_epoch)
         batches = iter(self.loader)
         epoch_end = s.step - s.step_in_epoch + self.plan.steps_per_epoch
-        while s.step < min(epoch_end, self.plan.total_steps) and not self.signals.stop:
+        while s.step < min(epoch_end, self.plan.total_steps) and not self.stopping:
             micro = [next(batches) for _ in range(cfg.train.accumulate)]
             self._train_step(micro)
             bar.update(1)
@@ -166,35 +182,19 @@ class Trainer:
             self._run_monitors(s.epoch)
 
     def _train_step(self, micro: list) -> None:
-        s, cfg = self.state, self.cfg
+        s, cfg, plan = self.state, self.cfg, self.plan
         seed_step(cfg.train.seed, s.step, self.rank)
-        set_lr(self.optimizer, lr_at(s.step, self.plan.total_steps, self.plan.warmup_steps,
-                                     self.plan.lr, cfg.train.schedule))
-        bf_on = s.step >= self.plan.bf_start_step
-        outputs = []
-        for i, batch in enumerate(micro):
-            v1, v2, bad = self._views(batch)
-            last = i == len(micro) - 1
-            sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
-            with sync:
-                out = self.model(v1, v2, bf_on=bf_on)
-                self.acc.backward(out["loss"] / len(micro))
-            outputs.append(out)
-            self._note_bad_images(bad)
-        # Under fp16 the GradScaler owns overflowing gradients (it skips the step).
-        checked = None if cfg.train.precision == "fp16" else self.trainable
-        finite, stop = self.stats.flags(outputs, self.signals.stop, checked)
-        self.signals.stop = stop
-        if not finite:
-            self._on_nonfinite(outputs)
-        else:
-            self.optimizer.step()
-            self.method.update_key_encoder(momentum_at(s.step + 1, self.plan.total_steps,
-                                                       cfg.method.momentum, cfg.method.momentum_end))
-        self.optimizer.zero_grad(set_to_none=True)
+        result = self.step((self._views(batch) for batch in micro), len(micro),
+                           lr=lr_at(s.step, plan.total_steps, plan.warmup_steps, plan.lr,
+                                    cfg.train.schedule),
+                           momentum=momentum_at(s.step + 1, plan.total_steps, cfg.method.momentum,
+                                                cfg.method.momentum_end),
+                           bf_on=s.step >= plan.bf_start_step, stop=lambda: self.signals.stop)
+        self.stopping = result.stop
+        if not result.finite:
+            self._on_nonfinite(result.outputs)
         s.step, s.step_in_epoch = s.step + 1, s.step_in_epoch + 1
-        self.stats.add(outputs)
-        if s.step % cfg.train.log_every == 0 or s.step == self.plan.total_steps:
+        if s.step % cfg.train.log_every == 0 or s.step == plan.total_steps:
             self._log_train()
 
     def _note_bad_images(self, bad: torch.Tensor) -> None:
@@ -207,14 +207,15 @@ class Trainer:
                       f"{self.source.name(i)}", file=sys.stderr, flush=True)
 
     def _views(self, batch) -> tuple:
-        """A loader batch -> (view1, view2, bad) on the device: made there under aug.batched."""
+        """A loader batch -> (view1, view2) on the device: made there under aug.batched."""
         first, second, index, bad = batch
         if self.views is not None:  # (uint8 images, epochs, index, bad)
             first = first.to(self.acc.device, non_blocking=True)
             v1, v2 = self.views(first, index, int(second[0]))
         else:
             v1, v2 = (x.to(self.acc.device, non_blocking=True) for x in (first, second))
-        return self._layout(v1), self._layout(v2), bad
+        self._note_bad_images(bad)
+        return self._layout(v1), self._layout(v2)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
@@ -295,8 +296,10 @@ class Trainer:
                                  "the last checkpoint is untouched (lower train.lr)")
 
     def _run_monitors(self, epoch: int) -> None:
+        last = epoch >= self.cfg.train.epochs or self.state.step >= self.plan.total_steps
+        end = EpochEnd(epoch, self.state.step, last, self.method.backbone, self.acc)
         for monitor in self.monitors:
-            row = monitor(self, epoch)
+            row = monitor(end)
             if row:
                 self._write_log({"step": self.state.step, "epoch": epoch, **row})
                 log_row(self.acc, self.cfg, row, self.state.step)

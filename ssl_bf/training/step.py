@@ -1,0 +1,68 @@
+"""One optimizer step: the engine's and benchmarks/throughput.py's (which times this).
+
+Forward and backward over the micro-batches (gradients synchronised on the last),
+the finiteness check, the optimizer step and the key encoder's EMA update. The
+caller sets the step's seed and supplies lr and momentum from the schedules.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.autograd.profiler import record_function
+
+from ssl_bf.training.optim import set_lr
+from ssl_bf.training.step_stats import StepStats
+
+
+@dataclass
+class StepResult:
+    outputs: list[dict]  # the method's output record per micro-batch
+    finite: bool  # False: the update was skipped
+    stop: bool  # a stop signal seen on any process
+
+
+@dataclass
+class OptimizerStep:
+    model: nn.Module  # as accelerate prepared it (DDP on several processes)
+    method: nn.Module  # the unwrapped method: key encoder, chance loss
+    acc: object  # the Accelerator
+    optimizer: torch.optim.Optimizer
+    stats: StepStats
+    # Parameters whose gradients must be finite; None = the loss alone (fp16's GradScaler
+    # owns overflowing gradients and skips those steps itself).
+    checked: list[torch.Tensor] | None
+    check: bool = True  # False only in benchmarks that measure the checks' cost
+
+    def __call__(self, views: Iterable[tuple[torch.Tensor, torch.Tensor]], micro_batches: int,
+                 lr: float, momentum: float, bf_on: bool = True,
+                 stop: Callable[[], bool] = lambda: False) -> StepResult:
+        """`stop()`: whether this process was asked to stop; read after the backward pass and
+        agreed across processes with the checks (StepResult.stop)."""
+        set_lr(self.optimizer, lr)
+        outputs = []
+        for i, (v1, v2) in enumerate(views):
+            last = i == micro_batches - 1
+            sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
+            with sync:
+                with record_function("## forward"):
+                    out = self.model(v1, v2, bf_on=bf_on)
+                with record_function("## backward"):
+                    self.acc.backward(out["loss"] / micro_batches)
+            outputs.append(out)
+        finite, stop = True, stop()
+        if self.check:
+            with record_function("## checks"):
+                finite, stop = self.stats.flags(outputs, stop, self.checked)
+        if finite:
+            with record_function("## optimizer"):
+                self.optimizer.step()
+            with record_function("## ema"):
+                self.method.update_key_encoder(momentum)
+        self.optimizer.zero_grad(set_to_none=True)
+        with record_function("## stats"):
+            self.stats.add(outputs)
+        return StepResult(outputs, finite, stop)
