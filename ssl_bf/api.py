@@ -33,3 +33,22 @@ def load_backbone(path: str | os.PathLike) -> nn.Module:
     from ssl_bf.evaluation.load import load_target  # keeps `import ssl_bf` light
 
     return load_target([f"checkpoint={os.fspath(path)}"]).backbone.eval()
+
+
+def load_timm(path: str | os.PathLike) -> nn.Module:
+    """The backbone as a timm model (eval mode; needs timm): from a run directory, a
+    backbone .safetensors, or a backbone_timm.safetensors written by `python -m ssl_bf.export`.
+    Same features as load_backbone, num_classes=0 (add a head with model.reset_classifier(n))."""
+    from ssl_bf.rundir.checkpoint import load_safetensors
+    from ssl_bf.rundir.export import backbone_metadata, read_metadata
+    from ssl_bf.rundir.timm_export import create_timm_model, to_timm_state
+
+    path = os.fspath(path)
+    if path.endswith(".safetensors") and read_metadata(path).get("format") == "timm":
+        meta = read_metadata(path)
+        return create_timm_model(load_safetensors(path), meta)
+    from ssl_bf.evaluation.load import load_target
+
+    target = load_target([f"checkpoint={path}"])
+    meta = backbone_metadata(target.cfg.model, target.cfg.data.image_size)
+    return create_timm_model(to_timm_state(target.backbone.state_dict(), meta), meta)

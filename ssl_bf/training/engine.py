@@ -194,7 +194,10 @@ class Trainer:
         if not result.finite:
             self._on_nonfinite(result.outputs)
         s.step, s.step_in_epoch = s.step + 1, s.step_in_epoch + 1
-        if s.step % cfg.train.log_every == 0 or s.step == plan.total_steps:
+        # every log_every steps, and the first step and each epoch's end, so that a short
+        # run's curves have more than two points and each kNN line has its loss beside it
+        if (s.step % cfg.train.log_every == 0 or s.step in (1, plan.total_steps)
+                or s.step_in_epoch == plan.steps_per_epoch):
             self._log_train()
 
     def _note_bad_images(self, bad: torch.Tensor) -> None:
@@ -236,9 +239,8 @@ class Trainer:
         s, cfg = self.state, self.cfg
         row = self.stats.summary(cfg.train.batch_size)
         collapsed = self.watch.update(s.step, row["spread"], row["loss_plain"])
-        elapsed = s.train_seconds + time.time() - self.started
         row = {"step": s.step, "epoch": round(s.step / self.plan.steps_per_epoch, 4),
-               **row, "lr": self.optimizer.param_groups[0]["lr"], "time": round(elapsed, 2)}
+               **row, "lr": self.optimizer.param_groups[0]["lr"], "time": round(self._elapsed(), 2)}
         if collapsed:
             row["collapse"] = True
             self._say(self.watch.message(s.step, row["spread"], row["loss_plain"]))
@@ -251,13 +253,17 @@ class Trainer:
         self.bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}",
                              sps=f"{row['samples_per_s']:.0f}", refresh=False)
 
+    def _elapsed(self) -> float:
+        """Seconds of this run so far, earlier launches included."""
+        return self.state.train_seconds + time.time() - self.started
+
     def _checkpoint(self) -> None:
         self.acc.wait_for_everyone()
         self._check_weights_finite()
         failure = [None]
         if self.acc.is_main_process:
             state = asdict(self.state)
-            state["train_seconds"] = self.state.train_seconds + time.time() - self.started
+            state["train_seconds"] = self._elapsed()
             state["world_size"] = self.world
             try:
                 with self._storage(self.out / "checkpoints" / f"step_{self.state.step:08d}"):
@@ -300,8 +306,9 @@ class Trainer:
         end = EpochEnd(epoch, self.state.step, last, self.method.backbone, self.acc)
         for monitor in self.monitors:
             row = monitor(end)
-            if row:
-                self._write_log({"step": self.state.step, "epoch": epoch, **row})
+            if row:  # `time`: wall-clock of training so far, the monitor's own time included
+                self._write_log({"step": self.state.step, "epoch": epoch, **row,
+                                 "time": round(self._elapsed(), 2)})
                 log_row(self.acc, self.cfg, row, self.state.step)
                 if "knn_top1" in row:
                     self.bar.set_postfix(knn=f"{row['knn_top1']:.2f}", refresh=False)
