@@ -37,16 +37,6 @@ def last_json(stdout: str) -> dict:
     return json.loads(lines[-1])
 
 
-@pytest.fixture(scope="module")
-def run_dir(cifar_root, tmp_path_factory):
-    """One epoch of MoCo-v3 on 200 real CIFAR-10 images, the kNN monitor on (3 steps)."""
-    out = tmp_path_factory.mktemp("eval_cli") / "run"
-    run(["ssl_bf/pretrain.py", "recipe=mocov3", f"data.root={cifar_root}", "train.epochs=1",
-         "train.batch_size=64", "model.width=0.25", "method.proj_hidden=256",
-         "method.pred_hidden=256", "knn.every=1", f"train.output_dir={out}"])
-    return out
-
-
 @pytest.fixture
 def fresh_accelerate():
     AcceleratorState._reset_state(True)

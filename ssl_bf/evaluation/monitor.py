@@ -39,7 +39,7 @@ def knn_datasets(cfg: Config) -> tuple[EvalDataset, EvalDataset]:
 
 
 def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes: int,
-                 counts=None) -> dict:
+                 counts=None, names: list[str] | None = None) -> dict:
     """The metrics row (knn.knn_metrics + knn_seconds) for `backbone`, on every process;
     with `counts` (images per class in the pretraining split) also top-1 per class and per
     many / medium / few group at the last k (ssl_bf/evaluation/groups.py).
@@ -59,6 +59,8 @@ def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes
         if counts is not None:
             pred = result["predictions"][int(cfg.knn.k[-1])]
             row.update(group_fields("knn", pred, query_y.cpu().numpy(), padded(counts, classes)))
+            if names and len(names) == classes:  # for the report's per-class picture
+                row["class_names"] = list(names)
         row["knn_seconds"] = round(time.time() - start, 2)
     if accelerator.num_processes > 1:
         row = broadcast_object_list([row], from_process=0)[0]
@@ -97,6 +99,7 @@ class KnnMonitor:
         self.datasets = knn_datasets(cfg)
         self.classes = num_classes(*self.datasets)
         self.counts = pretrain_class_counts(cfg.data)
+        self.names = list(self.datasets[1].load.source.classes or [])
         self.loaders = None  # prepared on first use: that needs the trainer's Accelerator
 
     def due(self, end) -> bool:
@@ -113,4 +116,5 @@ class KnnMonitor:
             self.loaders = tuple(eval_loader(ds, acc, self.cfg.knn.batch_size, workers)
                                  for ds in self.datasets)
         backbone = rank0_copy(end.backbone, acc)
-        return knn_evaluate(self.cfg, backbone, acc, self.loaders, self.classes, self.counts)
+        return knn_evaluate(self.cfg, backbone, acc, self.loaders, self.classes, self.counts,
+                            self.names)
