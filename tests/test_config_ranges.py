@@ -68,6 +68,8 @@ INVALID = {
     "linear.weight_decay": ("-1", "at least 0"),
     "linear.milestones": ("[60,-1]", "every item must be at least 1"),
     "linear.copies": ("0", "at least 1"),
+    "probe.lr": ("0", "positive"),
+    "probe.weight_decay": ("-0.1", "at least 0"),
 }
 
 

@@ -105,7 +105,7 @@ def steps_logged(out: Path) -> list[int]:
 
 @pytest.mark.parametrize("first, second, recipe", [
     ("two", "one", ["recipe=mocov3_bf", "bf.scope=global"]),
-    ("one", "two", ["recipe=mocov2"]),
+    ("one", "two", ["recipe=mocov2", "probe.online=true"]),  # the probe's head crosses too
 ])
 def test_checkpoints_move_between_world_sizes(tmp_path, cifar_root, first, second, recipe):
     out = tmp_path / "run"

@@ -133,7 +133,7 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path, cifar_root):
 
 def test_sigterm_saves_and_resume_continues_exactly(tmp_path, cifar_root):
     args = ["recipe=mocov2_bf", "method.bn_splits=4", "train.batch_size=32", "data.subset=160",
-            "train.epochs=3"]
+            "train.epochs=3", "probe.online=true"]  # the online probe's state resumes exactly too
     straight = tmp_path / "straight"
     assert pretrain(straight, cifar_root, *args).returncode == 0
     out = tmp_path / "preempted"
@@ -152,6 +152,11 @@ def test_sigterm_saves_and_resume_continues_exactly(tmp_path, cifar_root):
     assert pretrain(out, cifar_root, *args, "train.resume=auto").returncode == 0
     a, b = load_file(str(straight / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    (a, opt_a, _), (b, opt_b, _) = (load_checkpoint(d / "checkpoints" / "last") for d in (straight, out))
+    probe = [k for k in a if k.startswith("online_probe.")]
+    assert probe and all(torch.equal(a[k], b[k]) for k in probe)
+    mom_a, mom_b = (o["online_probe."]["state"][0]["momentum_buffer"] for o in (opt_a, opt_b))
+    assert torch.equal(mom_a, mom_b)
 
 
 WRITER = """

@@ -56,6 +56,7 @@ class Plan:
     warmup_steps: int
     bf_start_step: int
     lr: float  # after the warmup, before the schedule's decay
+    probe_lr: float  # the online probe's, likewise
 
 
 def make_plan(cfg: Config, world: int, images: int) -> Plan:
@@ -75,4 +76,4 @@ def make_plan(cfg: Config, world: int, images: int) -> Plan:
     spe = images // t.batch_size  # the last, partial batch of an epoch is dropped
     total = spe * t.epochs if t.max_steps is None else min(t.max_steps, spe * t.epochs)
     return Plan(micro, spe, total, round(t.warmup_epochs * spe), round(cfg.bf.start_epoch * spe),
-                scaled_lr(cfg))
+                scaled_lr(cfg), cfg.probe.lr * t.batch_size / 256)

@@ -95,6 +95,8 @@ RANGES: dict[str, Range] = {
     "linear.weight_decay": NON_NEGATIVE,
     "linear.milestones": COUNT,  # each
     "linear.copies": COUNT,
+    "probe.lr": POSITIVE,
+    "probe.weight_decay": NON_NEGATIVE,
 }
 
 

@@ -151,6 +151,16 @@ class LinearConfig:
 
 
 @dataclass
+class ProbeConfig:
+    # A linear head on the detached backbone features of the labelled pretraining views,
+    # trained alongside (training/online_probe.py); its test top-1 joins the kNN monitor's
+    # lines as online_top1. The backbone trains exactly as without it.
+    online: bool = False
+    lr: float = 0.1  # per 256 samples, on the training cosine (lightly's / solo-learn's online probe)
+    weight_decay: float = 0.0
+
+
+@dataclass
 class LogConfig:
     with_: Literal["none", "tensorboard", "wandb"] = "none"
     project: str = "ssl_bf"
@@ -166,5 +176,6 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     log: LogConfig = field(default_factory=LogConfig)
     recipe: Optional[str] = None  # the recipe this config was built from

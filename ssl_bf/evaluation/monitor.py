@@ -39,7 +39,7 @@ def knn_datasets(cfg: Config) -> tuple[EvalDataset, EvalDataset]:
 
 
 def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes: int,
-                 counts=None, names: list[str] | None = None) -> dict:
+                 counts=None, names: list[str] | None = None, probe=None) -> dict:
     """The metrics row (knn.knn_metrics + knn_seconds) for `backbone`, on every process;
     with `counts` (images per class in the pretraining split) also top-1 per class and per
     many / medium / few group at the last k (ssl_bf/evaluation/groups.py).
@@ -50,7 +50,10 @@ def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes
     start = time.time()
     nhwc = cfg.train.channels_last
     bank, bank_y = extract_features(backbone, loaders[0], accelerator, channels_last=nhwc)
-    queries, query_y = extract_features(backbone, loaders[1], accelerator, channels_last=nhwc)
+    # raw features: the online probe classifies them; kNN compares them normalised
+    raw, query_y = extract_features(backbone, loaders[1], accelerator, normalize=False,
+                                    channels_last=nhwc)
+    queries = torch.nn.functional.normalize(raw, dim=1)
     row = None
     if accelerator.is_main_process:
         result = knn_classify(bank, bank_y, queries, query_y, cfg.knn.k, cfg.knn.temperature, classes,
@@ -61,6 +64,8 @@ def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes
             row.update(group_fields("knn", pred, query_y.cpu().numpy(), padded(counts, classes)))
             if names and len(names) == classes:  # for the report's per-class picture
                 row["class_names"] = list(names)
+        if probe is not None:  # the online probe (training/online_probe.py) on the same queries
+            row["online_top1"] = probe.top1(raw, query_y)
         row["knn_seconds"] = round(time.time() - start, 2)
     if accelerator.num_processes > 1:
         row = broadcast_object_list([row], from_process=0)[0]
@@ -117,4 +122,4 @@ class KnnMonitor:
                                  for ds in self.datasets)
         backbone = rank0_copy(end.backbone, acc)
         return knn_evaluate(self.cfg, backbone, acc, self.loaders, self.classes, self.counts,
-                            self.names)
+                            self.names, end.probe)

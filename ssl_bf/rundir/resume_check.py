@@ -23,7 +23,8 @@ CHANGES_FILE = "config_changes.jsonl"
 # machines: none of these changes how the weights so far were trained.
 OBSERVING = ("train.epochs", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
              "train.log_every", "train.threads", "train.output_dir", "data.num_workers",
-             "data.root", "data.cache_gb", "knn.*", "linear.*", "log.*")
+             "data.root", "data.cache_gb", "knn.*", "linear.*", "log.*",
+             "probe.*")  # the online probe observes: the backbone trains the same without it
 IGNORED = ("recipe", "train.resume", "train.allow_changes")  # about this launch, not the run
 
 

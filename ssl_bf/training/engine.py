@@ -34,6 +34,7 @@ from ssl_bf.rundir.run_lock import acquire_for_run
 from ssl_bf.rundir.run_log import MetricsLog
 from ssl_bf.training.runtime import local_processes, make_accelerator, seed_step, set_threads, warn_slow_bf16
 from ssl_bf.training.schedules import lr_at, momentum_at
+from ssl_bf.training.online_probe import OnlineProbe, online_probe
 from ssl_bf.training.step import OptimizerStep
 from ssl_bf.training.step_stats import StepStats
 from ssl_bf.training.trackers import log_row, start_trackers
@@ -59,6 +60,7 @@ class EpochEnd:
     last: bool  # training ends here (the last epoch, or train.max_steps reached)
     backbone: torch.nn.Module  # the training backbone, unwrapped (this process's copy)
     accelerator: object
+    probe: object = None  # the OnlineProbe (probe.online), or None
 
 
 # A monitor runs at epoch ends on every process: EpochEnd -> metrics or None.
@@ -86,6 +88,7 @@ class Trainer:
         if cfg.train.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg, self.method)
+        self.probe = online_probe(cfg, self.method.backbone, self.source, self.world, self.acc.device)
         self.state = self._resume()
         self.model, self.optimizer = self.acc.prepare(self.method, self.optimizer)
         if cfg.train.compile:
@@ -120,6 +123,10 @@ class Trainer:
         if path is None:
             return TrainState(pretrain_images=len(self.source))
         model_state, optimizer_state, trainer_state = load_checkpoint(path)
+        probe_state = optimizer_state.pop(OnlineProbe.PREFIX, None)
+        if self.probe is not None and not self.probe.load(model_state, probe_state):
+            self._say(f"warning: {path} holds no online probe; it starts from scratch here")
+        model_state = {k: v for k, v in model_state.items() if not k.startswith(OnlineProbe.PREFIX)}
         check_shapes(model_state, self.method.state_dict(), path)
         self.method.load_state_dict(model_state)
         self.optimizer.load_state_dict(optimizer_state)
@@ -193,6 +200,9 @@ class Trainer:
         self.stopping = result.stop
         if not result.finite:
             self._on_nonfinite(result.outputs)
+        elif self.probe is not None:
+            self.probe.update([batch[2] for batch in micro],
+                              lr_at(s.step, plan.total_steps, 0, plan.probe_lr, cfg.train.schedule))
         s.step, s.step_in_epoch = s.step + 1, s.step_in_epoch + 1
         # every log_every steps, and the first step and each epoch's end, so that a short
         # run's curves have more than two points and each kNN line has its loss beside it
@@ -267,8 +277,8 @@ class Trainer:
             state["world_size"] = self.world
             try:
                 with self._storage(self.out / "checkpoints" / f"step_{self.state.step:08d}"):
-                    save_checkpoint(self.out / "checkpoints", self.state.step, self.method.state_dict(),
-                                    self.optimizer.state_dict(), state, self.cfg.train.keep_checkpoints)
+                    save_checkpoint(self.out / "checkpoints", self.state.step, *self._states(), state,
+                                    self.cfg.train.keep_checkpoints)
             except TrainingFailed as err:
                 failure = [str(err)]
         if self.world > 1:  # the others must not wait for a checkpoint that never comes
@@ -276,6 +286,14 @@ class Trainer:
         if failure[0]:
             raise TrainingFailed(failure[0])
         self.acc.wait_for_everyone()
+
+    def _states(self) -> tuple[dict, dict]:
+        """(model tensors, optimizer state) to checkpoint; the online probe rides along."""
+        model, optimizer = self.method.state_dict(), self.optimizer.state_dict()
+        if self.probe is not None:
+            model = {**model, **self.probe.state_tensors()}
+            optimizer = {**optimizer, OnlineProbe.PREFIX: self.probe.optimizer.state_dict()}
+        return model, optimizer
 
     @contextlib.contextmanager
     def _storage(self, path: Path):
@@ -303,7 +321,7 @@ class Trainer:
 
     def _run_monitors(self, epoch: int) -> None:
         last = epoch >= self.cfg.train.epochs or self.state.step >= self.plan.total_steps
-        end = EpochEnd(epoch, self.state.step, last, self.method.backbone, self.acc)
+        end = EpochEnd(epoch, self.state.step, last, self.method.backbone, self.acc, self.probe)
         for monitor in self.monitors:
             row = monitor(end)
             if row:  # `time`: wall-clock of training so far, the monitor's own time included
