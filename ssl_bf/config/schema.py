@@ -32,7 +32,7 @@ class ModelConfig:
     width: float = 1.0  # ResNet channel multiplier (0.25 = quarter width, for CPUs)
     cifar_stem: Optional[bool] = None  # null = auto (image_size <= 64)
     zero_init_residual: bool = False
-    patch_size: Optional[int] = None  # ViT; null = image_size // 8 (4 at 32 px, 16 at 224... see backbones)
+    patch_size: Optional[int] = None  # ViT; null = 4 up to 64 px (8x8 tokens at 32 px), else ViT's 16
     vit_depth: Optional[int] = None  # ViT; null = 12
     freeze_patch_embed: bool = False  # MoCo-v3's --stop-grad-conv1 for ViT
 

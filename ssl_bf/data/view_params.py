@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from lightly.transforms.gaussian_blur import GaussianBlur
-from lightly.transforms.rotation import RandomRotate
 from lightly.transforms.solarize import RandomSolarization
 
 CROP_ATTEMPTS = 10  # torchvision RandomResizedCrop.get_params

@@ -14,9 +14,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-GROUPS = ("many", "medium", "few")
-
-
 def class_groups(counts) -> dict[str, list[int]]:
     """{'many': [...], 'medium': [...], 'few': [...]}: class ids by pretraining count."""
     counts = np.asarray(counts)

@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ssl_bf.config.derived import vit_patch_size
-from ssl_bf.models.backbones import build_backbone
 from ssl_bf.rundir.checkpoint import load_safetensors
 from ssl_bf.config.schema import ModelConfig
 from ssl_bf.errors import UsageError
@@ -80,8 +79,3 @@ def load_backbone_into(backbone: nn.Module, path: str | os.PathLike) -> nn.Modul
     backbone.load_state_dict(state, strict=True)
     return backbone
 
-
-def build_from_file(path: str | os.PathLike) -> nn.Module:
-    """A backbone built from the metadata in `path`, with its weights loaded."""
-    cfg, image_size = model_config_from_metadata(read_metadata(path))
-    return load_backbone_into(build_backbone(cfg, image_size), path)

@@ -57,12 +57,3 @@ class MetricsLog:
         finally:
             os.close(fd)
 
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows

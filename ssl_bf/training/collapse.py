@@ -13,11 +13,11 @@ import math
 import torch
 
 
-def spread(q: torch.Tensor) -> float:
-    """Mean per-dimension std of normalised embeddings (B, d), scaled by sqrt(d)."""
-    if q.shape[0] < 2:
-        return float("nan")
-    return float(q.float().std(dim=0).mean() * math.sqrt(q.shape[1]))
+def spread(q: torch.Tensor) -> torch.Tensor:
+    """Mean per-dimension std of L2-normalised embeddings (B, d), scaled by sqrt(d): about 1
+    for directions spread evenly over the sphere, 0 when every row is the same. A tensor
+    (no host sync): the engine averages it between log points."""
+    return q.float().std(dim=0).mean() * math.sqrt(q.shape[1])
 
 
 class CollapseWatch:

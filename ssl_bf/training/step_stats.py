@@ -1,11 +1,12 @@
 """Per-step statistics, kept on the device and reduced across processes only at log time."""
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 from accelerate import Accelerator
+
+from ssl_bf.training.collapse import spread as embedding_spread
 
 KEYS = ("loss", "loss_plain", "loss_bf", "spread")
 
@@ -43,7 +44,7 @@ class StepStats:
         has_bf = outputs[0]["loss_bf"] is not None
         bf = sum(o["loss_bf"].float() for o in outputs) / n if has_bf else torch.zeros_like(plain)
         q = outputs[-1]["q"].float()
-        spread = q.std(dim=0).mean() * math.sqrt(q.shape[1])
+        spread = embedding_spread(q)
         self.sums += torch.stack([loss, plain, bf, spread]).to(self.sums.device)
         self.steps += 1
         self.has_bf = has_bf
