@@ -138,7 +138,7 @@ def bench(data: str, variants: dict[str, int], args, repeats: int) -> dict:
 def report(title: str, bank_mb: float, chunk_mb: float, result: dict) -> None:
     base = result["faiss"]["seconds"]
     print(f"\n{title}  (bank {bank_mb:.0f} MB; faiss query chunk results {chunk_mb:.1f} MB)")
-    print(f"| variant | query chunk | median s (runs) | vs faiss | peak extra MB | top-1 | mismatches |")
+    print("| variant | query chunk | median s (runs) | vs faiss | peak extra MB | top-1 | mismatches |")
     print("|---|---|---|---|---|---|---|")
     for v, r in result.items():
         print(f"| {v} | {r['chunk']} | {r['seconds']:.2f} ({', '.join(map(str, r['all_seconds']))}) "

@@ -7,7 +7,6 @@ everything - model, key encoder, queue, optimizer, position in the epoch.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -16,40 +15,31 @@ from typing import Callable
 
 import torch
 from accelerate.utils import broadcast_object_list
-from safetensors import SafetensorError
 
-from ssl_bf.rundir.checkpoint import find_latest, load_checkpoint, resolve_resume, save_checkpoint
-from ssl_bf.training.collapse import CollapseWatch
 from ssl_bf.config import save_config
 from ssl_bf.config.derived import make_plan
 from ssl_bf.config.schema import Config
 from ssl_bf.data.pipeline import (batched_views, build_source, default_workers, describe_split,
                                   pretrain_loader)
 from ssl_bf.errors import TrainingFailed, UsageError
-from ssl_bf.rundir.export import BACKBONE_FILE, export_backbone
 from ssl_bf.methods import build_method
-from ssl_bf.training.optim import build_optimizer
-from ssl_bf.rundir.resume_check import check_resume, check_shapes, record_changes, run_dir_of
+from ssl_bf.rundir.checkpoint import resolve_resume, save_checkpoint
+from ssl_bf.rundir.export import BACKBONE_FILE, export_backbone
+from ssl_bf.rundir.resume_check import check_resume, record_changes, run_dir_of
 from ssl_bf.rundir.run_lock import acquire_for_run
 from ssl_bf.rundir.run_log import MetricsLog
-from ssl_bf.training.runtime import local_processes, make_accelerator, seed_step, set_threads, warn_slow_bf16
+from ssl_bf.training.collapse import CollapseWatch
+from ssl_bf.training.online_probe import online_probe
+from ssl_bf.training.optim import build_optimizer
+from ssl_bf.training.runtime import (local_processes, make_accelerator, seed_step, set_threads,
+                                     warn_slow_bf16)
 from ssl_bf.training.schedules import lr_at, momentum_at
-from ssl_bf.training.online_probe import OnlineProbe, online_probe
+from ssl_bf.training.state_io import (TrainState, check_weights_finite, restore, states_to_save,
+                                      storage)
 from ssl_bf.training.step import OptimizerStep
 from ssl_bf.training.step_stats import StepStats
-from ssl_bf.training.trackers import log_row, start_trackers
 from ssl_bf.training.stop_signals import StopSignals
-
-
-@dataclass
-class TrainState:
-    step: int = 0  # optimizer steps done
-    epoch: int = 0  # the epoch in progress
-    step_in_epoch: int = 0
-    nan_skips: int = 0
-    replaced_images: int = 0
-    train_seconds: float = 0.0  # wall time spent training before this launch
-    pretrain_images: int = 0  # the size of the pretraining split (0: not recorded)
+from ssl_bf.training.trackers import log_row, start_trackers
 
 
 @dataclass(frozen=True)
@@ -119,25 +109,11 @@ class Trainer:
         return path, check_resume(self.cfg, run_dir_of(path))
 
     def _resume(self) -> TrainState:
-        path = self.resume_from
-        if path is None:
+        if self.resume_from is None:
             return TrainState(pretrain_images=len(self.source))
-        model_state, optimizer_state, trainer_state = load_checkpoint(path)
-        probe_state = optimizer_state.pop(OnlineProbe.PREFIX, None)
-        if self.probe is not None and not self.probe.load(model_state, probe_state):
-            self._say(f"warning: {path} holds no online probe; it starts from scratch here")
-        model_state = {k: v for k, v in model_state.items() if not k.startswith(OnlineProbe.PREFIX)}
-        check_shapes(model_state, self.method.state_dict(), path)
-        self.method.load_state_dict(model_state)
-        self.optimizer.load_state_dict(optimizer_state)
-        known = TrainState.__dataclass_fields__
-        state = TrainState(**{k: v for k, v in trainer_state.items() if k in known})
-        if state.pretrain_images and state.pretrain_images != len(self.source):
-            raise UsageError(f"data.root: the pretraining split at {self.cfg.data.root} holds "
-                             f"{len(self.source)} images, the run was trained on {state.pretrain_images}")
-        state.pretrain_images = len(self.source)
-        if self.acc.is_main_process:
-            print(f"resuming from {path} at step {state.step} (epoch {state.epoch})", flush=True)
+        state = restore(self.resume_from, self.method, self.optimizer, self.probe, len(self.source),
+                        self.cfg.data.root, self._say)
+        self._say(f"resuming from {self.resume_from} at step {state.step} (epoch {state.epoch})")
         return state
 
     # --- the loop -------------------------------------------------------------
@@ -155,7 +131,7 @@ class Trainer:
             self._say(header)
             for note in record_changes(self.out, self.changes, self.state.step):
                 self._say(note)
-            with self._storage(self.out / "config.yaml"):
+            with storage(self.out, self.out / "config.yaml"):
                 save_config(self.cfg, self.out / "config.yaml", header=header)
                 self.log.truncate_after(self.state.step)
         start_trackers(self.acc, self.cfg)
@@ -269,15 +245,16 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         self.acc.wait_for_everyone()
-        self._check_weights_finite()
+        check_weights_finite(self.method, self.state.step)
         failure = [None]
         if self.acc.is_main_process:
             state = asdict(self.state)
             state["train_seconds"] = self._elapsed()
             state["world_size"] = self.world
             try:
-                with self._storage(self.out / "checkpoints" / f"step_{self.state.step:08d}"):
-                    save_checkpoint(self.out / "checkpoints", self.state.step, *self._states(), state,
+                with storage(self.out, self.out / "checkpoints" / f"step_{self.state.step:08d}"):
+                    save_checkpoint(self.out / "checkpoints", self.state.step,
+                                    *states_to_save(self.method, self.optimizer, self.probe), state,
                                     self.cfg.train.keep_checkpoints)
             except TrainingFailed as err:
                 failure = [str(err)]
@@ -287,37 +264,9 @@ class Trainer:
             raise TrainingFailed(failure[0])
         self.acc.wait_for_everyone()
 
-    def _states(self) -> tuple[dict, dict]:
-        """(model tensors, optimizer state) to checkpoint; the online probe rides along."""
-        model, optimizer = self.method.state_dict(), self.optimizer.state_dict()
-        if self.probe is not None:
-            model = {**model, **self.probe.state_tensors()}
-            optimizer = {**optimizer, OnlineProbe.PREFIX: self.probe.optimizer.state_dict()}
-        return model, optimizer
-
-    @contextlib.contextmanager
-    def _storage(self, path: Path):
-        """A failed write (no space, no permission, read-only) ends the run with one line
-        naming the path and the checkpoint to resume from."""
-        try:
-            yield
-        except (OSError, SafetensorError) as err:
-            last = find_latest(self.out / "checkpoints")
-            reason = getattr(err, "strerror", None) or str(err)
-            raise TrainingFailed(f"cannot write {path}: {reason}; the last good "
-                                 f"checkpoint is {last or 'none (nothing to resume)'}; free space "
-                                 "or fix the permissions, then continue with train.resume=auto") from None
-
     def _write_log(self, row: dict) -> None:
-        with self._storage(self.log.path):
+        with storage(self.out, self.log.path):
             self.log.write(row)
-
-    def _check_weights_finite(self) -> None:
-        """Never write non-finite weights: an update can overflow with a finite gradient."""
-        tensors = [t for t in self.method.state_dict().values() if t.is_floating_point()]
-        if not torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all():
-            raise TrainingFailed(f"non-finite weights after step {self.state.step}; not saved, "
-                                 "the last checkpoint is untouched (lower train.lr)")
 
     def _run_monitors(self, epoch: int) -> None:
         last = epoch >= self.cfg.train.epochs or self.state.step >= self.plan.total_steps
@@ -335,9 +284,9 @@ class Trainer:
         if self.state.step_in_epoch:  # stopped by max_steps inside an epoch
             self._checkpoint()
             self._run_monitors(self.state.epoch)
-        self._check_weights_finite()
+        check_weights_finite(self.method, self.state.step)
         if self.acc.is_main_process:
-            with self._storage(self.out / BACKBONE_FILE):
+            with storage(self.out, self.out / BACKBONE_FILE):
                 export_backbone(self.method.backbone, self.cfg.model, self.cfg.data.image_size,
                                 self.out / BACKBONE_FILE)
         self.acc.wait_for_everyone()
