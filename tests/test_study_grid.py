@@ -1,4 +1,4 @@
-"""The study grid's rows are what their labels say (benchmarks/study_grid.yaml)."""
+"""The study grid's rows are what their labels say (experiments/study_grid.yaml)."""
 from __future__ import annotations
 
 from ssl_bf.config import load_config, yaml_load
@@ -7,7 +7,7 @@ from conftest import REPO
 
 
 def grid() -> dict:
-    rows = yaml_load((REPO / "benchmarks" / "study_grid.yaml").read_text())["variants"]
+    rows = yaml_load((REPO / "experiments" / "study_grid.yaml").read_text())["variants"]
     return {row["name"]: row for row in rows}
 
 

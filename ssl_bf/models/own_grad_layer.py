@@ -7,14 +7,14 @@ use W_k stop_grad(x_j) and the mixed values W_v stop_grad(x_j), so the layer's o
 weights get the same gradient as in the plain layer. The layer may still learn to use
 the batch, but the loss on sample i cannot pull the encoder's features of the other
 samples towards whatever makes i's loss low. Built to test whether that route is what
-makes a trainable layer hurt MoCo-v2 (BENCHMARKS.md §8): it is not - with it stopped the
+makes a trainable layer hurt MoCo-v2 (experiments/README.md): it is not - with it stopped the
 study budget ends at 26.15% kNN, far below the plain layer's 35.73% (row v2_bf_sgmates).
 
 Keeping the self term differentiable costs O(B·d), not O(B²·d): scores and mixed
 values are computed against keys/values of the detached features, and the diagonal gets
 back its gradient through (k_i - k'_i) and (v_i - v'_i), which are zero in value.
 (A first version, commit 889b454, detached k and v themselves, so the layer's key/value
-weights learnt only from the self term; BENCHMARKS.md §8 records its run.)
+weights learnt only from the self term; experiments/README.md records its run.)
 """
 from __future__ import annotations
 

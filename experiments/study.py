@@ -1,16 +1,16 @@
 """The BatchFormer study: a grid of recipes x seeds at one fixed budget, run one after another.
 
-    python benchmarks/study.py                       # run what is missing, then report
-    python benchmarks/study.py --only 'v2*' --dry-run
-    python benchmarks/study.py --report-only         # tables and plots from finished runs
+    python experiments/study.py                       # run what is missing, then report
+    python experiments/study.py --only 'v2*' --dry-run
+    python experiments/study.py --report-only         # tables and plots from finished runs
 
-The grid is benchmarks/study_grid.yaml. Every run is a normal ssl_bf run directory under
---out (default benchmarks/out/study/<variant>/seed<k>); a finished run is skipped, an
+The grid is experiments/study_grid.yaml. Every run is a normal ssl_bf run directory under
+--out (default experiments/out/study/<variant>/seed<k>); a finished run is skipped, an
 interrupted one resumes from its last checkpoint (train.resume=auto), so the study picks
 up where it stopped. Two runs at once on 2 cores are ~5x slower than one after another:
 --parallel N is for machines with many cores (a GPU box), where each run gets its share
-of the data-loading workers. The report (benchmarks/study_report.py) writes
-benchmarks/results/study_runs.csv, study_summary.md and the plots.
+of the data-loading workers. The report (experiments/study_report.py) writes
+experiments/results/study_runs.csv, study_summary.md and the plots.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.study_report import write_report  # noqa: E402
+from experiments.study_report import write_report  # noqa: E402
 from ssl_bf.config import yaml_load  # noqa: E402
 
 
@@ -124,9 +124,9 @@ def attempt(run: dict, args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", default=str(REPO / "benchmarks" / "study_grid.yaml"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "study"))
-    p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--grid", default=str(REPO / "experiments" / "study_grid.yaml"))
+    p.add_argument("--out", default=str(REPO / "experiments" / "out" / "study"))
+    p.add_argument("--results", default=str(REPO / "experiments" / "results"))
     p.add_argument("--root", default="data/cifar10")
     p.add_argument("--only", default="*", help="fnmatch pattern(s) on variant names, comma-separated")
     p.add_argument("--parallel", type=int, default=1)

@@ -139,7 +139,7 @@ def plot(rows: list[dict], summary: list[dict], path: Path) -> bool:
     for ax, base in zip(axes[0], methods):
         bfs = [s for s in summary if s["baseline"] == base and s["knn_end"] is not None]
         # "best" among the confirmed (multi-seed) variants when there are any: a one-seed
-        # screening row can be ~2 points off either way (BENCHMARKS.md §8)
+        # screening row can be ~2 points off either way (experiments/README.md)
         confirmed = [s for s in bfs if s["n"] > 1] or bfs
         best = max(confirmed, key=lambda s: s["knn_end"], default=None)
         default = f"{base}_bf" if f"{base}_bf" in by_name else None
