@@ -33,7 +33,8 @@ def lightly_run(args, out: str) -> dict:
     cmd = [sys.executable, os.path.join(timing.REPO_ROOT, "benchmarks", "lightly_loop.py"),
            "--root", args.root, "--subset", str(args.batch * (args.steps + 2)), "--epochs", "1",
            "--max-steps", str(args.steps), "--batch-size", str(args.batch), "--width", str(args.width),
-           "--workers", str(timing.cpu_count()), "--log-every", str(args.log_every), "--out", out]
+           "--workers", str(timing.cpu_count()), "--log-every", str(args.log_every), "--out", out,
+           "--precision", args.precision]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"error: lightly loop failed:\n{proc.stderr[-2000:]}")
@@ -93,9 +94,11 @@ def main(argv=None) -> None:
     p.add_argument("--log-every", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--model-repeats", type=int, default=5)
+    p.add_argument("--precision", choices=["no", "bf16"], default="no", help="all three loops")
     p.add_argument("--set", action="append", default=[], help="key=value for the ssl_bf runs")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
+    args.set = [f"train.precision={args.precision}", *args.set]
     rates = {m: [] for m in MODES}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
