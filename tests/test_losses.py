@@ -67,3 +67,17 @@ def test_chance_and_combination():
     assert combine_streams(a, None, 1.0) is a
     assert abs(combine_streams(a, b, 1.0).item() - 3.5) < 1e-6
     assert abs(combine_streams(a, b, 0.25).item() - (2 + 1.25) / 1.25) < 1e-6
+
+
+def test_info_nce_equals_lightlys_memory_bank_loss():
+    """The reason info_nce_queue is ours is its interface (see its docstring), not its value:
+    on the same queries, keys and bank it equals lightly's NTXentLoss memory-bank branch."""
+    from lightly.loss import NTXentLoss
+
+    g = torch.Generator().manual_seed(1)
+    q = F.normalize(torch.randn(8, 16, generator=g), dim=1)
+    k = F.normalize(torch.randn(8, 16, generator=g), dim=1)
+    queue = F.normalize(torch.randn(64, 16, generator=g), dim=1)
+    theirs = NTXentLoss(temperature=0.2, memory_bank_size=(64, 16))
+    theirs.memory_bank.bank.copy_(queue)  # stored (K, d); handed out transposed
+    assert torch.allclose(info_nce_queue(q, k, queue, 0.2), theirs(q, k), atol=1e-6)

@@ -20,6 +20,12 @@ def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
     q, k: (B, d) L2-normalised queries and their positive keys; queue: (K, d)
     L2-normalised negatives. logits = [q.k+, q.queue] / T with label 0.
     Returns the mean loss over the B queries.
+
+    Equal to lightly's NTXentLoss with a memory bank (difference 0, tests/test_losses.py), which
+    is not used because that loss owns its bank: it enqueues inside forward, one key set per
+    call, and the bank is not part of the model's state. Here the queue is an argument, so one
+    snapshot serves every (query stream, key stream) pairing of a step, the caller enqueues
+    both key streams of the authors' MoCo-v2 once, and the queue is checkpointed with the model.
     """
     q, k, queue = q.float(), k.float(), queue.float()
     positive = (q * k).sum(dim=1, keepdim=True)
