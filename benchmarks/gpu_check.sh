@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, in two parts that fit a 15-minute device lease (machine start included).
 #
-#   benchmarks/gpu_prepare.sh                 # HERE, once: data pack + missing wheels, git-ignored
+#   benchmarks/gpu_prepare.sh PACK.npz        # HERE, once: data pack + missing wheels, git-ignored
 #   run(command="bash benchmarks/gpu_check.sh all", carry=["gpu_data", ".whl"], timeout_s=600)
 #
 #   part a (<= 4 min): every recipe 20 steps in bf16 on CUDA; end-to-end image pairs/s of

@@ -7,7 +7,7 @@
 #                               faiss-cpu with the dependencies not already in that image
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PACK="${1:-../shared/data/cifar10/cifar10_jpeg.npz}"
+PACK="${1:?usage: benchmarks/gpu_prepare.sh PATH/TO/cifar10_jpeg.npz (the CIFAR-10 JPEG pack; see npz_to_imagefolder.py)}"
 mkdir -p gpu_data .whl
 cp "$PACK" gpu_data/cifar10_jpeg.npz
 grep -qx "/gpu_data/" .git/info/exclude 2>/dev/null || echo "/gpu_data/" >> .git/info/exclude
