@@ -133,7 +133,8 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path, cifar_root):
 
 def test_sigterm_saves_and_resume_continues_exactly(tmp_path, cifar_root):
     args = ["recipe=mocov2_bf", "method.bn_splits=4", "train.batch_size=32", "data.subset=160",
-            "train.epochs=3", "probe.online=true"]  # the online probe's state resumes exactly too
+            "train.epochs=3", "probe.online=true",  # the online probe's state resumes exactly too
+            "aug.batched=true"]  # views made on the device (test_pretrain_cli's kill test: PIL)
     straight = tmp_path / "straight"
     assert pretrain(straight, cifar_root, *args).returncode == 0
     out = tmp_path / "preempted"
