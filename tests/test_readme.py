@@ -42,6 +42,18 @@ def marked_python(marker: str) -> str:
     return re.search(r"```python\n(.*?)```", block, flags=re.S).group(1)
 
 
+def run_marked_python(marker: str, cwd: Path) -> dict:
+    """Run a README Python block in `cwd`, as a user would paste it there; its names."""
+    before = os.getcwd()
+    try:
+        os.chdir(cwd)
+        namespace: dict = {}
+        exec(compile(marked_python(marker), f"README {marker}", "exec"), namespace)
+    finally:
+        os.chdir(before)
+    return namespace
+
+
 def shell(command: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True,
@@ -108,14 +120,7 @@ def test_the_error_example_prints_what_the_readme_says():
 
 
 def test_python_api_example(quickstart):
-    code = marked_python("api-example")
-    cwd = os.getcwd()
-    try:
-        os.chdir(REPO)
-        namespace = {}
-        exec(compile(code, "README api-example", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
+    namespace = run_marked_python("api-example", REPO)
     assert tuple(namespace["features"].shape) == (8, namespace["backbone"].dim)
     assert bool(namespace["torch"].isfinite(namespace["out"]["loss"]))
 
@@ -127,14 +132,7 @@ def test_export_example_loads_strictly_into_torchvision(tmp_path, cifar_root):
                              "method.bn_splits=4", f"train.output_dir={out}"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    cwd = os.getcwd()
-    try:
-        os.chdir(tmp_path)
-        namespace = {}
-        exec(compile(marked_python("export-example"), "README export-example", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
-    net = namespace["net"].eval()
+    net = run_marked_python("export-example", tmp_path)["net"].eval()
     import torch
     import ssl_bf
     ours = ssl_bf.load_backbone(out)
@@ -146,14 +144,7 @@ def test_export_example_loads_strictly_into_torchvision(tmp_path, cifar_root):
     command = commands(block)[0].replace("python ", f"{sys.executable} ", 1)
     exported = shell(command, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-2000:]
-    cwd = os.getcwd()
-    try:
-        os.chdir(tmp_path)
-        namespace = {}
-        exec(compile(marked_python("timm-example"), "README timm-example", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
-    model = namespace["model"].eval()
+    model = run_marked_python("timm-example", tmp_path)["model"].eval()
     assert model.num_classes == 10
     with torch.no_grad():
         assert torch.allclose(model.forward_features(x).mean((2, 3)), ours(x), atol=1e-5)

@@ -36,12 +36,9 @@ class OnlineProbe:
                  world: int, device: torch.device):
         self.labels = torch.as_tensor(labels).long()  # of the pretraining images, by index
         classes = int(self.labels.max()) + 1
-        self.head = nn.Linear(dim, classes).to(device)
-        generator = torch.Generator().manual_seed(seed + 7919)  # not the training RNG
-        with torch.no_grad():  # nn.Linear's own init, drawn from the probe's generator
-            bound = dim ** -0.5
-            self.head.weight.copy_(torch.empty(classes, dim).uniform_(-bound, bound, generator=generator))
-            self.head.bias.copy_(torch.empty(classes).uniform_(-bound, bound, generator=generator))
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's init, the training RNG untouched
+            torch.manual_seed(seed + 7919)
+            self.head = nn.Linear(dim, classes).to(device)
         # SGD with momentum 0.9 and no weight decay, the lr per 256 samples on the step's
         # cosine: solo-learn's and lightly's online classifiers (lr 0.1, wd 0 in lightly's
         # examples)
@@ -55,9 +52,10 @@ class OnlineProbe:
         if module.training and torch.is_grad_enabled():
             self.features.append(output.detach().float())
 
-    def update(self, indices: list[torch.Tensor], lr: float) -> float:
+    def update(self, indices: list[torch.Tensor], lr: float) -> torch.Tensor:
         """One SGD step on the features captured since the last call; `indices`: the
-        pretraining images of each micro-batch, in order. Returns its top-1 on them (%)."""
+        pretraining images of each micro-batch, in order. Returns its top-1 on them (%) as
+        a tensor: reading it is a host sync, which the training loop does not pay."""
         feats, self.features = self.features, []
         labels = [self.labels[i.cpu().long()] for i in indices]
         per_micro = len(feats) // len(labels)
@@ -73,7 +71,7 @@ class OnlineProbe:
                 torch.distributed.all_reduce(p.grad)
                 p.grad /= self.world
         self.optimizer.step()
-        return 100.0 * float((logits.argmax(1) == y).float().mean())
+        return 100.0 * (logits.detach().argmax(1) == y).float().mean()
 
     @torch.no_grad()
     def top1(self, features: torch.Tensor, labels: torch.Tensor) -> float:
