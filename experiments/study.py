@@ -3,14 +3,17 @@
     python experiments/study.py                       # run what is missing, then report
     python experiments/study.py --only 'v2*' --dry-run
     python experiments/study.py --report-only         # tables and plots from finished runs
+    python experiments/study.py --grid experiments/study_lt_grid.yaml   # the long-tailed study
 
-The grid is experiments/study_grid.yaml. Every run is a normal ssl_bf run directory under
---out (default experiments/out/study/<variant>/seed<k>); a finished run is skipped, an
-interrupted one resumes from its last checkpoint (train.resume=auto), so the study picks
-up where it stopped. Two runs at once on 2 cores are ~5x slower than one after another:
+The grid is experiments/study_grid.yaml (the long-tailed study's: study_lt_grid.yaml). Every
+run is a normal ssl_bf run directory under --out (default experiments/out/<report>/<variant>/
+seed<k>, <report> the grid's `report:` name); a row with `linear: true` also gets the
+linear probe (eval/linear.py, its recipe's linear.* settings) on its final backbone. A
+finished run is skipped, an interrupted one resumes from its last checkpoint
+(train.resume=auto), so the study picks up where it stopped. Two runs at once on 2 cores are ~5x slower than one after another:
 --parallel N is for machines with many cores (a GPU box), where each run gets its share
 of the data-loading workers. The report (experiments/study_report.py) writes
-experiments/results/study_runs.csv, study_summary.md and the plots.
+experiments/results/<report>_runs.csv, <report>_summary.md and the plots.
 """
 from __future__ import annotations
 
@@ -29,6 +32,11 @@ sys.path.insert(0, str(REPO))
 
 from experiments.study_report import write_report  # noqa: E402
 from ssl_bf.config import yaml_load  # noqa: E402
+
+
+def report_name(path: Path) -> str:
+    """The grid's `report:` key names its result files (study_summary.md, study_lt_summary.md)."""
+    return yaml_load(path.read_text()).get("report", "study")
 
 
 def load_grid(path: Path) -> list[dict]:
@@ -62,6 +70,11 @@ def knn_cmd(checkpoint: str, run: dict, args) -> list[str]:
     return [sys.executable, "eval/knn.py", f"checkpoint={checkpoint}", f"recipe={run['recipe']}",
             *[o for o in args.set if o.startswith(("data.", "knn.", "model."))],
             f"train.seed={run['seed']}", f"data.root={args.root}"]
+
+
+def linear_cmd(directory: Path, args) -> list[str]:
+    """The linear probe (the run's linear.* settings, cached features) on the finished run."""
+    return [sys.executable, "eval/linear.py", f"checkpoint={directory}", f"data.root={args.root}"]
 
 
 def lightly_cmd(run: dict, directory: Path, args) -> list[str]:
@@ -105,8 +118,12 @@ def perform(run: dict, args) -> str:
             knn = json.loads(execute(commands[-1], log))
         else:
             commands.append(pretrain_cmd(run, directory, args))
-            execute(commands[-1], log)
+            if not (directory / "backbone.safetensors").is_file():  # written as a run ends
+                execute(commands[-1], log)
             knn = {}
+            if run.get("linear"):
+                commands.append(linear_cmd(directory, args))
+                knn = json.loads(execute(commands[-1], log))
     result = {"name": run["name"], "seed": run["seed"], "kind": kind, "recipe": run.get("recipe"),
               "overrides": run.get("overrides", []), "commands": [" ".join(c) for c in commands],
               "wall_s": round(time.time() - start, 1), **knn}
@@ -125,7 +142,7 @@ def attempt(run: dict, args) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", default=str(REPO / "experiments" / "study_grid.yaml"))
-    p.add_argument("--out", default=str(REPO / "experiments" / "out" / "study"))
+    p.add_argument("--out", default=None, help="default: experiments/out/<the grid's report name>")
     p.add_argument("--results", default=str(REPO / "experiments" / "results"))
     p.add_argument("--root", default="data/cifar10")
     p.add_argument("--only", default="*", help="fnmatch pattern(s) on variant names, comma-separated")
@@ -136,6 +153,7 @@ def main() -> None:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
+    args.out = args.out or str(REPO / "experiments" / "out" / report_name(Path(args.grid)))
     patterns = args.only.split(",")
     runs = [r for r in load_grid(Path(args.grid)) if any(fnmatch.fnmatch(r["name"], pat) for pat in patterns)]
     if not args.report_only:
@@ -149,7 +167,7 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
             for message in pool.map(lambda r: attempt(r, args), todo):
                 print(message, flush=True)
-    write_report(load_grid(Path(args.grid)), Path(args.out), Path(args.results))
+    write_report(load_grid(Path(args.grid)), Path(args.out), Path(args.results), report_name(Path(args.grid)))
 
 
 if __name__ == "__main__":

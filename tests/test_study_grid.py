@@ -28,3 +28,37 @@ def test_every_row_builds_a_valid_config_and_only_authors_rows_claim_the_authors
             cfg = load_config([f"recipe={row['recipe']}", *row.get("overrides", [])])
             claims = "the authors'" in row["label"]
             assert claims == cfg.bf.keys, name  # their design = keys through the shared layer
+
+
+def lt_grid() -> dict:
+    rows = yaml_load((REPO / "experiments" / "study_lt_grid.yaml").read_text())["variants"]
+    return {row["name"]: row for row in rows}
+
+
+def config(row: dict):
+    return load_config([f"recipe={row['recipe']}", *row.get("overrides", [])])
+
+
+def test_long_tailed_rows_run_the_shipped_and_the_authors_bf_sections():
+    rows = lt_grid()
+    for name, recipe in (("lt_v2_bf", "mocov2_bf"), ("lt_v3_bf", "mocov3_bf"),
+                         ("lt_v3_authors", "mocov3_bf_authors"), ("lt_v2_authors", "mocov2_bf_authors")):
+        assert config(rows[name]).bf == load_config([f"recipe={recipe}"]).bf, name
+        assert config(rows[name]).method.name == recipe[:6]
+    for name, row in rows.items():
+        assert ("the authors'" in row["label"]) == config(row).bf.keys, name
+        assert row["linear"] and len(row["seeds"]) == 3, name
+
+
+def test_balanced_control_differs_from_the_long_tailed_baseline_only_in_the_data_cut():
+    rows = lt_grid()
+    # Cui et al.'s profile at R = 100 on CIFAR-10, by hand: sum of floor(5000 * 100^(-c/9))
+    assert sum(int(5000 * 100 ** (-c / 9)) for c in range(10)) == 12406
+    for method in ("v2", "v3"):
+        lt, bal = config(rows[f"lt_{method}"]), config(rows[f"bal_{method}"])
+        assert (lt.data.imbalance, lt.data.subset) == (100, None)
+        assert (bal.data.imbalance, bal.data.subset, bal.data.eval_train) == (None, 12406, "full")
+        assert lt.data.eval_train in (None, "full")  # null = the balanced split under data.imbalance
+        for section in ("method", "model", "aug", "train", "knn", "linear", "bf"):
+            assert getattr(lt, section) == getattr(bal, section), (method, section)
+        assert rows[f"lt_{method}"]["baseline"] == f"bal_{method}"

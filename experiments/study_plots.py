@@ -1,0 +1,103 @@
+"""Plots of a study (experiments/study_report.py collects the rows):
+
+    <name>_knn_vs_time.png   kNN top-1 against wall-clock: each baseline, its default BatchFormer
+                             row (<baseline>_bf) and its best confirmed variant
+    <name>_per_class.png     (imbalanced pretraining only) per-class kNN top-1 at the end against
+                             the class's count in the pretraining split, each baseline and its
+                             variants, mean over seeds
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+
+def pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install -e '.[plots]'): no plot written")
+        return None
+    return plt
+
+
+def panels(summary: list[dict]) -> list[str]:
+    """One panel per baseline that some variant is compared with."""
+    return sorted({s["baseline"] for s in summary if s["baseline"]})
+
+
+def plot_curves(rows: list[dict], summary: list[dict], path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
+    by_name = {s["name"]: s for s in summary}
+    methods = panels(summary)
+    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(6 * max(1, len(methods)), 4.2), squeeze=False)
+    for ax, base in zip(axes[0], methods):
+        bfs = [s for s in summary if s["baseline"] == base and s["knn_end"] is not None]
+        # "best" among the confirmed (multi-seed) variants when there are any: a one-seed
+        # screening row can be ~2 points off either way (experiments/README.md)
+        confirmed = [s for s in bfs if s["n"] > 1] or bfs
+        best = max(confirmed, key=lambda s: s["knn_end"], default=None)
+        default = f"{base}_bf" if f"{base}_bf" in by_name else None
+        best_name = best["name"] if best and best["name"] != default else None
+        for name, style in ((base, "k-"), (default, "C3--"), (best_name, "C0-")):
+            curves = [r for r in rows if r["name"] == name]
+            for i, r in enumerate(curves):
+                n = len(curves)
+                label = f"{r['label']} ({n} seed{'s' if n > 1 else ''})" if i == 0 else "_nolegend_"
+                ax.plot([t / 60 for t, _ in r["curve"]], [v for _, v in r["curve"]], style, marker="o",
+                        ms=3, alpha=0.8, label=label)
+        ax.set_title(f"{base}: kNN top-1 during training")
+        ax.set_xlabel("wall-clock (min)")
+        ax.set_ylabel("kNN top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def mean_per_class(rows: list[dict], name: str) -> tuple[list[int], list[float]] | None:
+    """(class counts, per-class kNN top-1 averaged over the variant's seeds)."""
+    runs = [r for r in rows if r["name"] == name and r["per_class"]]
+    if not runs:
+        return None
+    columns = zip(*[r["per_class"] for r in runs])
+    return runs[0]["class_counts"], [statistics.fmean(c) for c in columns]
+
+
+def imbalanced(rows: list[dict], name: str) -> bool:
+    curve = mean_per_class(rows, name)
+    return curve is not None and len(set(curve[0])) > 1
+
+
+def plot_per_class(rows: list[dict], summary: list[dict], path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
+    methods = [b for b in panels(summary) if imbalanced(rows, b)]
+    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(6 * max(1, len(methods)), 4.2), squeeze=False)
+    for ax, base in zip(axes[0], methods):
+        names = [base] + [s["name"] for s in summary if s["baseline"] == base]
+        for i, name in enumerate(names):
+            curve = mean_per_class(rows, name)
+            if curve is None:
+                continue
+            order = sorted(range(len(curve[0])), key=lambda c: -curve[0][c])
+            label = next(s["label"] for s in summary if s["name"] == name)
+            ax.plot([curve[0][c] for c in order], [curve[1][c] for c in order], "k-" if i == 0 else f"C{i}-",
+                    marker="o", ms=3, lw=2 if i == 0 else 1, label=f"{name}: {label}")
+        ax.set_xscale("log")
+        ax.set_title(f"{base}: per-class kNN top-1 at the end (mean over seeds)")
+        ax.set_xlabel("images of the class in the pretraining split")
+        ax.set_ylabel("kNN top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

@@ -1,0 +1,50 @@
+"""The study report (experiments/study_report.py): means, paired-by-seed deltas and the
+per-group table, from run directories written here by hand."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from experiments.study_report import write_report
+
+COUNTS = [50, 20, 5]  # three classes: many / medium / few by count
+
+
+def write_run(root, name: str, seed: int, knn: list[float], groups: list[float], linear: float | None):
+    directory = root / name / f"seed{seed}"
+    directory.mkdir(parents=True)
+    lines = [{"step": 10, "epoch": 1, "loss": 5.0, "time": 60.0}]
+    for epoch, top1 in zip((1, 2), knn):
+        lines.append({"step": 10 * epoch, "epoch": epoch, "knn_top1": top1,
+                      "knn_top1_groups": dict(zip(("many", "medium", "few"), groups)),
+                      "knn_top1_per_class": groups, "class_counts": COUNTS})
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = {"name": name, "seed": seed, "kind": "pretrain", "commands": [f"train {name} {seed}"]}
+    if linear is not None:
+        result.update(linear_top1=linear, linear_top1_groups={"many": 90.0, "medium": 50.0, "few": linear})
+    (directory / "result.json").write_text(json.dumps(result))
+
+
+def test_paired_deltas_group_table_and_csv(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = [{"name": "base", "label": "baseline", "seed": s} for s in (0, 1, 2)]
+    runs += [{"name": "var", "label": "variant", "baseline": "base", "seed": s} for s in (0, 2)]
+    write_run(tmp_path, "base", 0, [30.0, 40.0], [60.0, 40.0, 20.0], 35.0)
+    write_run(tmp_path, "base", 1, [31.0, 42.0], [61.0, 41.0, 22.0], 36.0)
+    write_run(tmp_path, "base", 2, [29.0, 44.0], [62.0, 42.0, 24.0], 37.0)
+    write_run(tmp_path, "var", 0, [30.0, 41.0], [60.0, 40.0, 23.0], 34.0)
+    write_run(tmp_path, "var", 2, [29.0, 43.0], [62.0, 42.0, 28.0], 40.0)
+    write_report(runs, tmp_path, tmp_path / "results", "tiny")
+    text = (tmp_path / "results" / "tiny_summary.md").read_text()
+    # base end: 40, 42, 44 -> 42.00 ± 2.00; var 41, 43 -> 42.00 ± 1.41; paired by seed: +1, -1
+    assert "| `base` | baseline | 3 | 42.00 ± 2.00 | 40.00, 42.00, 44.00 | 30.00 ± 1.00 |" in text
+    assert "| +0.00 | +0.0 | +0.00 ± 1.41 (+1.00, -1.00) |" in text
+    # few group: base 20, 22, 24; var 23, 28 -> paired +3, +4; linear few 35, 37 vs 34, 40: -1, +3
+    assert "| `var` | 2 | 61.00 ± 1.41 | 41.00 ± 1.41 | 25.50 ± 3.54 | +3.50 ± 0.71 (+3.00, +4.00) |" in text
+    assert text.rstrip().endswith("| +1.00 ± 2.83 (-1.00, +3.00) |")
+    rows = list(csv.DictReader(open(tmp_path / "results" / "tiny_runs.csv")))
+    assert [(r["name"], r["seed"], r["knn_end"], r["knn_few"], r["linear"]) for r in rows][3:] == [
+        ("var", "0", "41.0", "23.0", "34.0"), ("var", "2", "43.0", "28.0", "40.0")]
+    assert (tmp_path / "results" / "tiny_per_class.png").stat().st_size > 10_000  # counts differ
