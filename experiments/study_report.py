@@ -6,8 +6,8 @@
                          wall-clock, the command
     <name>_summary.md    one row per variant: mean +- std over seeds, each seed, delta to its
                          baseline (of the means, in units of the baseline's std, and paired
-                         by seed), losses, spread; with a second table per group when the
-                         runs report groups (the long-tailed study)
+                         by seed), losses, spread; with a second table per many / medium /
+                         few group under imbalanced pretraining (the long-tailed study)
     plots: experiments/study_plots.py
 """
 from __future__ import annotations
@@ -161,9 +161,7 @@ def markdown(summary: list[dict]) -> str:
 
 def markdown_groups(summary: list[dict]) -> str:
     """Per many / medium / few group (ssl_bf/evaluation/groups.py), kNN and linear probe, at the
-    end; paired deltas on the few group. Empty when no run reports groups."""
-    if not any(s["knn_few"] is not None for s in summary):
-        return ""
+    end; paired deltas on the few group."""
     lines = ["| variant | seeds | kNN many | kNN medium | kNN few | Δ few paired | linear | linear many | "
              "linear medium | linear few | Δ linear few paired |",
              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
@@ -185,9 +183,12 @@ def write_report(runs: list[dict], out: Path, results: Path, name: str = "study"
         writer.writeheader()
         writer.writerows(rows)
     summary = summarize(rows)
-    text = markdown(summary) + markdown_groups(summary)
+    # groups by count mean something only where the counts differ (on balanced data they
+    # are label thirds)
+    imbalanced = any(r["class_counts"] and len(set(r["class_counts"])) > 1 for r in rows)
+    text = markdown(summary) + (markdown_groups(summary) if imbalanced else "")
     (results / f"{name}_summary.md").write_text(text)
     plot_curves(rows, summary, results / f"{name}_knn_vs_time.png")
-    if any(r["class_counts"] and len(set(r["class_counts"])) > 1 for r in rows):
+    if imbalanced:
         plot_per_class(rows, summary, results / f"{name}_per_class.png")
     print(text)
