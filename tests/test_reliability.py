@@ -160,6 +160,25 @@ def test_sigterm_saves_and_resume_continues_exactly(tmp_path, cifar_root):
     assert torch.equal(mom_a, mom_b)
 
 
+def test_sigterm_after_the_reader_of_stdout_died_still_stops_cleanly(tmp_path, cifar_root):
+    """A study driver or a shell that launched the run is killed, then the run gets SIGTERM:
+    its "stopped" line meets a closed pipe; the checkpoint is written and the exit is clean."""
+    out = tmp_path / "run"
+    proc = pretrain(out, cifar_root, "train.batch_size=32", "data.subset=96", "train.epochs=20", wait=False)
+    proc.stdout.close()  # the reading end is gone: the next write to stdout gets EPIPE
+    log = out / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not log.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "BrokenPipeError" not in stderr
+    _, _, state = load_checkpoint(out / "checkpoints" / "last")
+    assert 1 <= state["step"] < 60 and not (out / "backbone.safetensors").exists()
+
+
 WRITER = """
 import sys, torch
 from ssl_bf.rundir.checkpoint import save_checkpoint

@@ -7,6 +7,7 @@ everything - model, key encoder, queue, optimizer, position in the epoch.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -304,7 +305,13 @@ class Trainer:
         """A line above the progress bar; warnings on stderr, the rest on stdout."""
         if self.acc.is_main_process:
             stream = sys.stderr if message.startswith("warning") else sys.stdout
-            if hasattr(self, "bar"):
-                self.bar.write(message, file=stream)
-            else:
-                print(message, file=stream, flush=True)
+            try:
+                if hasattr(self, "bar"):
+                    self.bar.write(message, file=stream)
+                else:
+                    print(message, file=stream, flush=True)
+            except BrokenPipeError:
+                # Whoever read this stream is gone (a killed driver or shell): the run goes on,
+                # checkpoints and exits as usual, its lines now go nowhere (the "Note on
+                # SIGPIPE" of Python's signal docs: point the descriptor at devnull).
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
