@@ -1,7 +1,7 @@
 """The BatchFormer study: a grid of recipes x seeds at one fixed budget, run one after another.
 
     python experiments/study.py                       # run what is missing, then report
-    python experiments/study.py --only 'v2*' --dry-run
+    python experiments/study.py --only 'v2*' --seeds 0 --dry-run
     python experiments/study.py --report-only         # tables and plots from finished runs
     python experiments/study.py --grid experiments/study_lt_grid.yaml   # the long-tailed study
 
@@ -146,6 +146,7 @@ def main() -> None:
     p.add_argument("--results", default=str(REPO / "experiments" / "results"))
     p.add_argument("--root", default="data/cifar10")
     p.add_argument("--only", default="*", help="fnmatch pattern(s) on variant names, comma-separated")
+    p.add_argument("--seeds", default=None, help="only these seeds, comma-separated (default: the grid's)")
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--workers", type=int, default=None, help="data.num_workers per run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -156,6 +157,8 @@ def main() -> None:
     args.out = args.out or str(REPO / "experiments" / "out" / report_name(Path(args.grid)))
     patterns = args.only.split(",")
     runs = [r for r in load_grid(Path(args.grid)) if any(fnmatch.fnmatch(r["name"], pat) for pat in patterns)]
+    if args.seeds is not None:
+        runs = [r for r in runs if r["seed"] in {int(s) for s in args.seeds.split(",")}]
     if not args.report_only:
         todo = [r for r in runs if not finished(run_dir(Path(args.out), r))]
         todo.sort(key=lambda r: r["seed"])  # every variant's first seed before any repeat
