@@ -47,6 +47,15 @@ def read_image(path: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def conform(image: np.ndarray, size: Optional[int]) -> np.ndarray:
+    """An image of a fixed-size dataset (CIFAR's 32 px) that is not that size - a stray file in
+    a tree read as cifar10 - is resized to it (bilinear), so that every image stacks into one
+    batch: the batched views and the evaluation take the dataset's size as given."""
+    if size is None or image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
 @dataclass
 class ImageSource:
     """Images from `paths` (read lazily) or `arrays` (already decoded)."""
@@ -70,7 +79,7 @@ class ImageSource:
             raise BadImage(f"{self.name(i)}: unreadable (found while caching)")
         if self.arrays is not None:
             return self.arrays[i]
-        return read_image(self.paths[i])
+        return conform(read_image(self.paths[i]), self.native_size)
 
     def select(self, indices: np.ndarray) -> "ImageSource":
         pick = [int(i) for i in indices]
@@ -135,7 +144,7 @@ def decode_all(source: ImageSource, limit_gb: float, threads: int) -> ImageSourc
 
     def decode(i: int):
         try:
-            return read_image(source.paths[i])
+            return conform(read_image(source.paths[i]), source.native_size)
         except BadImage:
             return None
 
