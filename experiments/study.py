@@ -10,9 +10,9 @@ run is a normal ssl_bf run directory under --out (default experiments/out/<repor
 seed<k>, <report> the grid's `report:` name); a row with `linear: true` also gets the
 linear probe (eval/linear.py, its recipe's linear.* settings) on its final backbone. A
 finished run is skipped, an interrupted one resumes from its last checkpoint
-(train.resume=auto), so the study picks up where it stopped. Two runs at once on 2 cores are ~5x slower than one after another:
---parallel N is for machines with many cores (a GPU box), where each run gets its share
-of the data-loading workers. The report (experiments/study_report.py) writes
+(train.resume=auto), so the study picks up where it stopped. Two runs at once on 2 cores
+are ~5x slower than one after another: --parallel N is for machines with many cores (a GPU
+box), where each run gets its share of the data-loading workers. The report (experiments/study_report.py) writes
 experiments/results/<report>_runs.csv, <report>_summary.md and the plots.
 """
 from __future__ import annotations
