@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,19 +56,25 @@ def dead_pid() -> int:
 
 def test_a_second_launch_on_a_live_run_exits_2_and_the_first_is_untouched(tmp_path, cifar_root):
     out = tmp_path / "run"
-    first = subprocess.Popen(cmd(out, cifar_root, "train.epochs=4"), cwd=REPO,
+    # long enough to outlive the second launch on any machine; stopped by SIGTERM below
+    first = subprocess.Popen(cmd(out, cifar_root, "train.epochs=500"), cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / LOCK_FILE).exists() and time.time() < deadline:
         time.sleep(0.05)
-    second = run(cmd(out, cifar_root, "train.epochs=4"))
+    second = run(cmd(out, cifar_root, "train.epochs=500"))
     assert second.returncode == 2
     line = error_line(second)
     assert f"is in use by pid {first.pid} on host {socket.gethostname()}" in line
+    assert first.poll() is None  # the first run was live all along
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and steps(out)):
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr[-2000:]
-    assert steps(out) == [1, 2, 3, 4, 5, 6, 7, 8]  # each step once: nobody else wrote here
-    assert not (out / LOCK_FILE).exists()  # released at the end
+    logged = steps(out)
+    assert logged and logged == list(range(1, len(logged) + 1))  # each step once: nobody else wrote here
+    assert not (out / LOCK_FILE).exists()  # released as it stopped
 
 
 def test_two_processes_fail_together_on_a_locked_directory(tmp_path, cifar_root):
