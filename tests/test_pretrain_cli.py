@@ -59,7 +59,8 @@ def test_recipe_writes_the_contract_run_directory(tmp_path, cifar_root, recipe):
 def test_killed_mid_epoch_resumes_to_the_same_result(tmp_path, cifar_root):
     """kill -9 after a mid-epoch checkpoint; resume=auto ends where an uninterrupted run ends
     (the authors' MoCo-v2 design: keys through the shared layer, both key streams queued)."""
-    args = ["recipe=mocov2_bf_authors", "train.epochs=2", "train.checkpoint_every=2", "data.subset=160"]
+    args = ["recipe=mocov2_bf_authors", "train.epochs=2", "train.checkpoint_every=2", "data.subset=160",
+            "aug.batched=false"]  # lightly's PIL views (the SIGTERM test in test_reliability: batched)
     straight = tmp_path / "straight"
     pretrain(straight, cifar_root, *args)
     crashed = tmp_path / "crashed"

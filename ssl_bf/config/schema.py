@@ -91,7 +91,7 @@ class AugConfig:
     solarize: bool = True  # MoCo-v3's solarisation on view 2, or none
     # Views made on the training device as batched tensor ops from uint8 images (same
     # distributions as lightly's PIL transforms, ssl_bf/data/batched_views.py); false =
-    # lightly's PIL transforms in the loader workers. The recipes choose (mocov3: true).
+    # lightly's PIL transforms in the loader workers. The recipes choose (CIFAR: true).
     batched: bool = False
 
 
