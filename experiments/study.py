@@ -154,7 +154,8 @@ def main() -> None:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
-    args.out = args.out or str(REPO / "experiments" / "out" / report_name(Path(args.grid)))
+    name = report_name(Path(args.grid))
+    args.out = args.out or str(REPO / "experiments" / "out" / name)
     patterns = args.only.split(",")
     runs = [r for r in load_grid(Path(args.grid)) if any(fnmatch.fnmatch(r["name"], pat) for pat in patterns)]
     if args.seeds is not None:
@@ -170,7 +171,7 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
             for message in pool.map(lambda r: attempt(r, args), todo):
                 print(message, flush=True)
-    write_report(load_grid(Path(args.grid)), Path(args.out), Path(args.results), report_name(Path(args.grid)))
+    write_report(load_grid(Path(args.grid)), Path(args.out), Path(args.results), name)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Plots of a study (experiments/study_report.py collects the rows):
 
-    <name>_knn_vs_time.png   kNN top-1 against wall-clock: each baseline, its default BatchFormer
-                             row (<baseline>_bf) and its best confirmed variant
+    <name>_knn_vs_time.png   kNN top-1 against wall-clock: each baseline with BatchFormer rows,
+                             its default BatchFormer row (<baseline>_bf) and its best confirmed
+                             BatchFormer row
     <name>_per_class.png     (imbalanced pretraining only) per-class kNN top-1 at the end against
                              the class's count in the pretraining split, each baseline and its
                              variants, mean over seeds
@@ -28,15 +29,41 @@ def panels(summary: list[dict]) -> list[str]:
     return sorted({s["baseline"] for s in summary if s["baseline"]})
 
 
+def figure(plt, count: int):
+    """A row of `count` panels (at least one)."""
+    count = max(1, count)
+    fig, axes = plt.subplots(1, count, figsize=(6 * count, 4.2), squeeze=False)
+    return fig, axes[0]
+
+
+def finish(ax, title: str, xlabel: str, legend_size: int) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("kNN top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
+def save(plt, fig, path: Path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def plot_curves(rows: list[dict], summary: list[dict], path: Path) -> bool:
     plt = pyplot()
     if plt is None:
         return False
     by_name = {s["name"]: s for s in summary}
-    methods = panels(summary)
-    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(6 * max(1, len(methods)), 4.2), squeeze=False)
-    for ax, base in zip(axes[0], methods):
-        bfs = [s for s in summary if s["baseline"] == base and s["knn_end"] is not None]
+    # the panels compare BatchFormer with its baseline: rows that only change the pipeline or
+    # rerun a baseline (v2_batched, v2_rerun) are neither the default nor the best variant
+    bfs_of = {b: [s for s in summary if s["baseline"] == b and s["bf"] and s["knn_end"] is not None]
+              for b in panels(summary)}
+    methods = [b for b, bfs in bfs_of.items() if bfs]
+    fig, axes = figure(plt, len(methods))
+    for ax, base in zip(axes, methods):
+        bfs = bfs_of[base]
         # "best" among the confirmed (multi-seed) variants when there are any: a one-seed
         # screening row can be ~2 points off either way (experiments/README.md)
         confirmed = [s for s in bfs if s["n"] > 1] or bfs
@@ -50,15 +77,8 @@ def plot_curves(rows: list[dict], summary: list[dict], path: Path) -> bool:
                 label = f"{r['label']} ({n} seed{'s' if n > 1 else ''})" if i == 0 else "_nolegend_"
                 ax.plot([t / 60 for t, _ in r["curve"]], [v for _, v in r["curve"]], style, marker="o",
                         ms=3, alpha=0.8, label=label)
-        ax.set_title(f"{base}: kNN top-1 during training")
-        ax.set_xlabel("wall-clock (min)")
-        ax.set_ylabel("kNN top-1 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+        finish(ax, f"{base}: kNN top-1 during training", "wall-clock (min)", 7)
+    return save(plt, fig, path)
 
 
 def mean_per_class(rows: list[dict], name: str) -> tuple[list[int], list[float]] | None:
@@ -80,8 +100,8 @@ def plot_per_class(rows: list[dict], summary: list[dict], path: Path) -> bool:
     if plt is None:
         return False
     methods = [b for b in panels(summary) if imbalanced(rows, b)]
-    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(6 * max(1, len(methods)), 4.2), squeeze=False)
-    for ax, base in zip(axes[0], methods):
+    fig, axes = figure(plt, len(methods))
+    for ax, base in zip(axes, methods):
         names = [base] + [s["name"] for s in summary if s["baseline"] == base]
         for i, name in enumerate(names):
             curve = mean_per_class(rows, name)
@@ -92,12 +112,6 @@ def plot_per_class(rows: list[dict], summary: list[dict], path: Path) -> bool:
             ax.plot([curve[0][c] for c in order], [curve[1][c] for c in order], "k-" if i == 0 else f"C{i}-",
                     marker="o", ms=3, lw=2 if i == 0 else 1, label=f"{name}: {label}")
         ax.set_xscale("log")
-        ax.set_title(f"{base}: per-class kNN top-1 at the end (mean over seeds)")
-        ax.set_xlabel("images of the class in the pretraining split")
-        ax.set_ylabel("kNN top-1 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+        finish(ax, f"{base}: per-class kNN top-1 at the end (mean over seeds)",
+               "images of the class in the pretraining split", 6)
+    return save(plt, fig, path)

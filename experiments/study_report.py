@@ -74,6 +74,7 @@ def collect(runs: list[dict], out: Path) -> list[dict]:
         row = run_row(directory, json.loads((directory / "result.json").read_text()))
         row["curve"] = monitor_times(directory)
         row["baseline"], row["label"] = run.get("baseline"), run.get("label", run["name"])
+        row["bf"] = "bf.enabled=true" in run.get("overrides", [])
         rows.append(row)
     return rows
 
@@ -103,6 +104,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         group = [r for r in rows if r["name"] == name]
         s = {"name": name, "label": group[0]["label"], "n": len(group),
              "per_seed": [r["knn_end"] for r in group], "baseline": group[0]["baseline"],
+             "bf": group[0]["bf"],
              "loss_plain": mean_std([r["loss_plain_end"] for r in group])[0],
              "loss_bf": mean_std([r["loss_bf_end"] for r in group])[0],
              "spread": mean_std([r["spread_end"] for r in group])[0],
