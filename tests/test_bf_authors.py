@@ -37,16 +37,21 @@ def views(seed: int = 0, n: int = 16):
 
 
 class TheirDecorator(nn.Module):
-    """builder.py TransformerDecorator: in training, cat([x, layer(x as a length-B sequence)])."""
+    """builder.py TransformerDecorator: in training, cat([x, layer(x as a length-B sequence)]).
 
-    def __init__(self, ours: nn.TransformerEncoderLayer):
+    devices > 1: their code on that many GPUs, each running the layer over its own chunk of
+    the batch (what one process's split BN stands in for)."""
+
+    def __init__(self, ours: nn.TransformerEncoderLayer, devices: int = 1):
         super().__init__()
         d = ours.linear1.in_features
         self.encoder_layers = nn.TransformerEncoderLayer(d, 4, d, ours.dropout.p)  # sequence-first
         copy_tensors(ours, self.encoder_layers)
+        self.devices = devices
 
     def forward(self, feature):
-        out = self.encoder_layers(feature.unsqueeze(1)).squeeze(1)
+        out = torch.cat([self.encoder_layers(f.unsqueeze(1)).squeeze(1)
+                         for f in feature.chunk(self.devices)])
         return torch.cat([feature, out], dim=0)
 
 
@@ -171,14 +176,16 @@ def test_mocov3_authors_keys_have_an_active_dropout_batchformer_stream():
     assert not torch.allclose(keys[0][0], keys[0][1], atol=1e-3)
 
 
-def their_v2(method, cfg, x1, x2, queue, perm=None):
+def their_v2(method, cfg, x1, x2, queue, perm=None, devices=1):
     """builder_v2.py forward (constructor call fixed), with the official MoCo-v2 head.
 
-    queue: (K, d) rows (theirs stores the transpose); perm: the key shuffle, or None.
-    Returns the loss, the 2B keys they enqueue, and the query-side modules.
+    queue: (K, d) rows (theirs stores the transpose); perm: the key shuffle, or None;
+    devices: the GPUs whose per-device layer is imitated (the head has no BatchNorm, so
+    only the layer sees the split). Returns the loss, the 2B keys they enqueue, and the
+    query-side modules.
     """
     m = method
-    layer = TheirDecorator(m.query.bf.encoder.layers[0])
+    layer = TheirDecorator(m.query.bf.encoder.layers[0], devices)
     encoder_q = nn.Sequential(copy.deepcopy(m.query.backbone), layer, copy.deepcopy(m.query.projector))
     encoder_k = nn.Sequential(copy.deepcopy(m.key.backbone), layer, copy.deepcopy(m.key.projector))
     q = F.normalize(encoder_q(x1), dim=1)
@@ -198,16 +205,20 @@ def their_v2(method, cfg, x1, x2, queue, perm=None):
     return loss, k, {"backbone": encoder_q[0], "projector": encoder_q[2], "bf": layer}
 
 
-@pytest.mark.parametrize("splits", [1, 2])
-def test_mocov2_authors_equals_their_forward_and_enqueues_both_key_streams(splits):
-    cfg, m = make("mocov2_bf_authors", "bf.dropout=0.0", f"method.bn_splits={splits}")
+@pytest.mark.parametrize("splits,scope", [(1, "local"), (2, "local"), (2, "split"), (4, "split")])
+def test_mocov2_authors_equals_their_forward_and_enqueues_both_key_streams(splits, scope):
+    """scope=split: the layer runs per split-BN group, as their code on `splits` GPUs would;
+    the keys' groups are chunks of the shuffled batch, so not their queries' groups."""
+    cfg, m = make("mocov2_bf_authors", "bf.dropout=0.0", f"method.bn_splits={splits}",
+                  f"bf.scope={scope}")
     x1, x2 = views()
     queue = m.queue.keys.clone()
     perm = None
     if splits > 1:  # split BN: the key batch is shuffled before the encoder (and the layer) see it
         torch.manual_seed(11)
         perm = torch.randperm(len(x2))
-    ref_loss, ref_keys, ref = their_v2(m, cfg, x1, x2, queue, perm)
+    devices = splits if scope == "split" else 1
+    ref_loss, ref_keys, ref = their_v2(m, cfg, x1, x2, queue, perm, devices)
     ref_loss.backward()
     torch.manual_seed(11)
     out = m(x1, x2)
@@ -226,3 +237,32 @@ def test_pairing_losses_compose_as_documented():
     x1, x2 = views()
     summed = make("mocov3_bf_authors", "bf.dropout=0.0")[1](x1, x2)["loss"]
     assert abs(m(x1, x2)["loss"].item() - summed.item() / 4) < 1e-5
+
+
+def test_split_scope_attends_within_each_group_and_whole_batch_scope_does_not():
+    """A change to one sample reaches the BatchFormer outputs of its own group only (split),
+    of the whole batch (local); on MoCo-v3, which has no split BN, split = local."""
+    for recipe, scope, groups, reached in (("mocov2_bf_authors", "split", 4, 4),
+                                           ("mocov2_bf_authors", "local", 4, 16),
+                                           ("mocov3_bf_authors", "split", 1, 16)):
+        _, m = make(recipe, "bf.dropout=0.0", "method.bn_splits=4", f"bf.scope={scope}")
+        assert m.query.groups == groups
+        h = torch.randn(16, m.query.bf.encoder.layers[0].linear1.in_features)
+        moved = h.clone()
+        moved[5] += 1.0
+        changed = (m.query.batchformer(h) - m.query.batchformer(moved)).abs().amax(dim=1) > 1e-6
+        assert changed.sum().item() == reached and changed[5]
+        if reached == 4:
+            assert changed[4:8].all()  # sample 5's group: rows 4..7
+
+
+def test_mask_self_over_groups_of_one_is_a_usage_error():
+    from ssl_bf.config.derived import make_plan
+    from ssl_bf.errors import UsageError
+
+    cfg = load_config(["recipe=mocov2_bf_authors", "bf.mask_self=true", "bf.scope=split",
+                       "method.bn_splits=8", "train.batch_size=8"])
+    with pytest.raises(UsageError, match="bf.mask_self"):
+        make_plan(cfg, 1, 100)
+    make_plan(load_config(["recipe=mocov2_bf_authors", "bf.mask_self=true", "bf.scope=local",
+                           "method.bn_splits=8", "train.batch_size=8"]), 1, 100)

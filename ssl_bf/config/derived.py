@@ -59,6 +59,15 @@ class Plan:
     probe_lr: float  # the online probe's, likewise
 
 
+def attention_group(cfg: Config, world: int, micro: int) -> int:
+    """How many samples BatchFormer attends over together (bf.scope)."""
+    if cfg.bf.scope == "global":
+        return micro * world
+    if cfg.bf.scope == "split" and cfg.method.name == "mocov2" and world == 1:
+        return micro // cfg.method.bn_splits
+    return micro
+
+
 def make_plan(cfg: Config, world: int, images: int) -> Plan:
     """The step plan of a run on `world` processes over `images` pretraining images."""
     t = cfg.train
@@ -73,6 +82,10 @@ def make_plan(cfg: Config, world: int, images: int) -> Plan:
     if cfg.method.name == "mocov2" and world == 1 and micro % cfg.method.bn_splits:
         raise UsageError(f"method.bn_splits: {cfg.method.bn_splits} does not divide the "
                          f"per-process batch {micro}")
+    if cfg.bf.enabled and cfg.bf.mask_self and attention_group(cfg, world, micro) < 2:
+        raise UsageError(f"bf.mask_self: BatchFormer attends over 1 sample at a time here "
+                         f"(bf.scope={cfg.bf.scope}, per-process batch {micro}), so a sample "
+                         f"that may not see itself sees nothing")
     spe = images // t.batch_size  # the last, partial batch of an epoch is dropped
     total = spe * t.epochs if t.max_steps is None else min(t.max_steps, spe * t.epochs)
     return Plan(micro, spe, total, round(t.warmup_epochs * spe), round(cfg.bf.start_epoch * spe),

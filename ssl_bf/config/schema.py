@@ -41,7 +41,10 @@ class ModelConfig:
 class BatchFormerConfig:
     enabled: bool = False
     position: Literal["post_projector", "pre_projector"] = "post_projector"
-    scope: Literal["local", "global"] = "local"
+    # Which samples attend to each other: local = this process's batch (the authors' per-GPU
+    # layer); global = every process's; split = each group that split BN normalises apart
+    # (method.bn_splits on one MoCo-v2 process: the devices it stands in for; = local elsewhere)
+    scope: Literal["local", "global", "split"] = "local"
     trainable: bool = True
     layers: int = 1
     heads: int = 4

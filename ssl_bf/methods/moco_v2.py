@@ -27,13 +27,14 @@ class MoCoV2(nn.Module):
     def __init__(self, cfg: Config, backbone: nn.Module, world_size: int = 1):
         super().__init__()
         m = cfg.method
-        if world_size == 1 and m.bn_splits > 1:
-            convert_split_bn(backbone, m.bn_splits)  # before the key copy: both split
+        groups = m.bn_splits if world_size == 1 and m.bn_splits > 1 else 1
+        if groups > 1:
+            convert_split_bn(backbone, groups)  # before the key copy: both split
         projector = mocov2_projector(backbone.dim, m.proj_hidden, m.proj_out)
         feat_dim = backbone.dim if cfg.bf.position == "pre_projector" else m.proj_out
         bf = build_batchformer(cfg.bf, feat_dim) if cfg.bf.enabled else None
-        self.query = QueryPath(backbone, projector, None, bf, cfg.bf)
-        shuffle = world_size > 1 or m.bn_splits > 1
+        self.query = QueryPath(backbone, projector, None, bf, cfg.bf, groups)
+        shuffle = world_size > 1 or groups > 1
         self.key = KeyEncoder(backbone, projector, shuffle_bn=shuffle)
         self.queue = KeyQueue(m.queue_size, m.proj_out)
         self.temperature, self.symmetric = m.temperature, m.symmetric

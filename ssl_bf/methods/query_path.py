@@ -8,7 +8,10 @@ sees both in one pass; at the end they are split again. With `bf.keys` the key
 encoder runs the same module at the same position (`encode` below serves both);
 otherwise keys never take it. With `scope=global` BF attends over the batch of
 every process (a differentiable all-gather, so gradients reach the other
-processes' samples).
+processes' samples); with `scope=split` within each of the `groups` contiguous
+chunks that split BN normalises apart - on one process, the devices it stands in
+for. Keys are shuffled before the key encoder, so a key's group is not its
+query's, as on several GPUs with shuffle-BN.
 """
 from __future__ import annotations
 
@@ -50,12 +53,13 @@ class QueryPath(nn.Module):
 
     def __init__(self, backbone: nn.Module, projector: nn.Module,
                  predictor: nn.Module | None = None, bf: BatchFormer | None = None,
-                 bf_cfg: BatchFormerConfig | None = None):
+                 bf_cfg: BatchFormerConfig | None = None, groups: int = 1):
         super().__init__()
         self.backbone, self.projector = backbone, projector
         self.predictor = predictor if predictor is not None else nn.Identity()
         self.bf = bf
         self.bf_cfg = bf_cfg or BatchFormerConfig()
+        self.groups = groups  # split BN's groups on this process (1: none)
 
     def stream(self, bf_on: bool) -> Stream | None:
         """The BatchFormer stream this step, or None (no layer, or not yet switched on)."""
@@ -69,7 +73,9 @@ class QueryPath(nn.Module):
     def batchformer(self, h: torch.Tensor) -> torch.Tensor:
         if self.bf_cfg.detach:  # idea under study: BF may not steer the encoder
             h = h.detach()
-        if self.bf_cfg.scope == "local" or dist.world_size() == 1:
+        if self.bf_cfg.scope == "split" and self.groups > 1:
+            return torch.cat([self.bf(chunk) for chunk in h.chunk(self.groups)])
+        if self.bf_cfg.scope != "global" or dist.world_size() == 1:
             return self.bf(h)
         everyone = torch.cat(dist.gather(h))  # (world * B, d), differentiable
         start = dist.rank() * h.shape[0]
