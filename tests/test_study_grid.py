@@ -31,9 +31,10 @@ def test_every_row_builds_a_valid_config_and_only_authors_rows_claim_the_authors
 
 
 def authors_design(cfg) -> bool:
-    """Keys through the shared layer, and for MoCo-v2 on one process the layer per split-BN
-    group (per GPU in their runs), not over the whole batch."""
-    return cfg.bf.keys and (cfg.method.name != "mocov2" or cfg.bf.scope == "split")
+    """Keys through the shared layer; for MoCo-v2 the layer trains (builder_v2.py) and runs per
+    split-BN group on one process (per GPU in their runs), not over the whole batch."""
+    v2_as_theirs = cfg.bf.scope == "split" and cfg.bf.trainable
+    return cfg.bf.keys and (cfg.method.name != "mocov2" or v2_as_theirs)
 
 
 def lt_grid() -> dict:
