@@ -31,10 +31,11 @@ def test_every_row_builds_a_valid_config_and_only_authors_rows_claim_the_authors
 
 
 def authors_design(cfg) -> bool:
-    """Keys through the shared layer; for MoCo-v2 the layer trains (builder_v2.py) and runs per
-    split-BN group on one process (per GPU in their runs), not over the whole batch."""
-    v2_as_theirs = cfg.bf.scope == "split" and cfg.bf.trainable
-    return cfg.bf.keys and (cfg.method.name != "mocov2" or v2_as_theirs)
+    """The bf section of the method's *_bf_authors recipe (MoCo-v3: the layer frozen as their
+    code ran it, or trainable as they meant it); any other change makes it ours."""
+    theirs = load_config([f"recipe={cfg.method.name}_bf_authors"]).bf
+    as_meant = load_config([f"recipe={cfg.method.name}_bf_authors", "bf.trainable=true"]).bf
+    return cfg.bf == theirs or (cfg.method.name == "mocov3" and cfg.bf == as_meant)
 
 
 def lt_grid() -> dict:
