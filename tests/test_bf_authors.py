@@ -176,13 +176,14 @@ def test_mocov3_authors_keys_have_an_active_dropout_batchformer_stream():
     assert not torch.allclose(keys[0][0], keys[0][1], atol=1e-3)
 
 
-def their_v2(method, cfg, x1, x2, queue, perm=None, devices=1):
+def their_v2(method, cfg, x1, x2, queue, perm=None, devices=1, bf_queue=None):
     """builder_v2.py forward (constructor call fixed), with the official MoCo-v2 head.
 
     queue: (K, d) rows (theirs stores the transpose); perm: the key shuffle, or None;
     devices: the GPUs whose per-device layer is imitated (the head has no BatchNorm, so
-    only the layer sees the split). Returns the loss, the 2B keys they enqueue, and the
-    query-side modules.
+    only the layer sees the split); bf_queue: the BatchFormer keys' own queue (bf.queue=
+    per_stream, ours: a pairing is scored against its key stream's queue). Returns the loss,
+    the 2B keys they enqueue, and the query-side modules.
     """
     m = method
     layer = TheirDecorator(m.query.bf.encoder.layers[0], devices)
@@ -200,6 +201,10 @@ def their_v2(method, cfg, x1, x2, queue, perm=None, devices=1):
                        for a, b in ((q[:h], k[:h]), (q[:h], k[h:]), (q[h:], k[:h]), (q[h:], k[h:]))])
     tmp_q = torch.cat([q[:h], q[:h], q[h:], q[h:]], dim=0)
     l_neg = torch.einsum("nc,ck->nk", [tmp_q, queue.T.clone()])
+    if bf_queue is not None:  # rows (plain, BF) and (BF, BF) against the BF keys' queue
+        for block in (1, 3):
+            rows = slice(block * h, (block + 1) * h)
+            l_neg[rows] = torch.einsum("nc,ck->nk", [tmp_q[rows], bf_queue.T.clone()])
     logits = torch.cat([l_pos, l_neg], dim=1) / cfg.method.temperature
     loss = nn.CrossEntropyLoss()(logits, torch.zeros(logits.shape[0], dtype=torch.long))
     return loss, k, {"backbone": encoder_q[0], "projector": encoder_q[2], "bf": layer}
@@ -266,3 +271,33 @@ def test_mask_self_over_groups_of_one_is_a_usage_error():
         make_plan(cfg, 1, 100)
     make_plan(load_config(["recipe=mocov2_bf_authors", "bf.mask_self=true", "bf.scope=local",
                            "method.bn_splits=8", "train.batch_size=8"]), 1, 100)
+
+
+def test_per_stream_queues_score_each_pairing_against_its_key_streams_queue():
+    cfg, m = make("mocov2_bf_authors", "bf.dropout=0.0", "method.bn_splits=1", "bf.queue=per_stream")
+    x1, x2 = views()
+    queue, bf_queue = m.queue.keys.clone(), m.bf_queue.keys.clone()
+    assert not torch.allclose(queue, bf_queue)
+    ref_loss, ref_keys, ref = their_v2(m, cfg, x1, x2, queue, bf_queue=bf_queue)
+    shared_loss, _, _ = their_v2(m, cfg, x1, x2, queue)
+    ref_loss.backward()
+    out = m(x1, x2)
+    out["loss"].backward()
+    assert abs(out["loss"].item() - ref_loss.item()) < 1e-5 * ref_loss.item()
+    assert abs(ref_loss.item() - shared_loss.item()) > 1e-3  # the queues do matter
+    for part in ("backbone", "projector", "bf"):
+        assert_close(grads(getattr(m.query, part)), grads(ref[part]))
+    assert int(m.queue.ptr) == 16 and int(m.bf_queue.ptr) == 16  # B keys each
+    assert torch.allclose(m.queue.keys[:16], ref_keys[:16], atol=1e-6)
+    assert torch.allclose(m.bf_queue.keys[:16], ref_keys[16:], atol=1e-6)
+    assert torch.equal(m.queue.keys[16:], queue[16:])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["recipe=mocov2_bf", "bf.queue=per_stream"], "needs bf.keys=true"),
+    (["recipe=mocov3_bf_authors", "bf.queue=per_stream"], "mocov3 has none")])
+def test_per_stream_queue_without_a_queue_or_key_stream_is_a_usage_error(args, message):
+    from ssl_bf.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        load_config(args)

@@ -253,6 +253,8 @@ def validate(cfg: Config) -> Config:
         raise UsageError("knn.k: expected a list of positive integers, got []")
     _validate_model(cfg)
     _validate_bf_streams(cfg.bf)
+    if cfg.bf.queue == "per_stream" and cfg.method.name != "mocov2":
+        raise UsageError(f"bf.queue: per_stream is about MoCo-v2's queue; {cfg.method.name} has none")
     _validate_bf_width(cfg)
     _validate_imbalance(cfg.data)
     return cfg
@@ -289,6 +291,9 @@ def _validate_bf_streams(b) -> None:
     if b.loss != "weighted" and b.loss_weight != 1.0:
         raise UsageError(f"bf.loss_weight: applies to bf.loss=weighted only, got {b.loss_weight} "
                          f"with bf.loss={b.loss}")
+    if b.queue == "per_stream" and not b.keys:
+        raise UsageError("bf.queue: per_stream needs bf.keys=true (without a BatchFormer key "
+                         "stream there is one queue)")
 
 
 def _validate_imbalance(d) -> None:

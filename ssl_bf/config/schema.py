@@ -66,6 +66,10 @@ class BatchFormerConfig:
     # against the plain keys (ours); pair_sum / pair_mean = the sum / mean of the loss of every
     # (query stream, key stream) pairing (the authors' MoCo-v3 / MoCo-v2).
     loss: Literal["weighted", "pair_sum", "pair_mean"] = "weighted"
+    # MoCo-v2 with bf.keys: shared = one queue takes both key streams and scores every pairing
+    # (their builder_v2.py); per_stream = each key stream has its own queue and a pairing is
+    # scored against its positive's stream (ours: their streams sit far apart at init).
+    queue: Literal["shared", "per_stream"] = "shared"
 
 
 @dataclass

@@ -37,6 +37,8 @@ class MoCoV2(nn.Module):
         shuffle = world_size > 1 or groups > 1
         self.key = KeyEncoder(backbone, projector, shuffle_bn=shuffle)
         self.queue = KeyQueue(m.queue_size, m.proj_out)
+        # bf.queue=per_stream: the BatchFormer keys get a queue of their own
+        self.bf_queue = KeyQueue(m.queue_size, m.proj_out) if cfg.bf.queue == "per_stream" else None
         self.temperature, self.symmetric = m.temperature, m.symmetric
         self.bf_cfg = cfg.bf
 
@@ -50,25 +52,38 @@ class MoCoV2(nn.Module):
     def chance_loss(self) -> float:
         return chance_loss_queue(self.queue.size) * (2 if self.symmetric else 1)
 
-    def _direction(self, x_q: torch.Tensor, x_k: torch.Tensor, negatives: torch.Tensor,
+    def _direction(self, x_q: torch.Tensor, x_k: torch.Tensor, negatives: list[torch.Tensor],
                    bf_on: bool):
-        """Loss of each (query stream, key stream) pairing for queries x_q, keys x_k."""
+        """Loss of each (query stream, key stream) pairing for queries x_q, keys x_k;
+        negatives[t] are key stream t's (one tensor for every stream when shared)."""
         key_bf = self.query.stream(bf_on) if self.bf_cfg.keys else None
         keys = self.key(x_k, key_bf, self.bf_cfg.position)
         queries = [F.normalize(s, dim=1) for s in self.query(x_q, bf_on)]
-        losses = [[info_nce_queue(q, k, negatives, self.temperature) for k in keys]
+        losses = [[info_nce_queue(q, k, negatives[t], self.temperature) for t, k in enumerate(keys)]
                   for q in queries]
         return losses, queries[0], keys
 
+    def _negatives(self) -> list[torch.Tensor]:
+        """A snapshot per key stream: the enqueue below writes the buffers in place, and
+        autograd needs the negatives as they were (official MoCo: queue.clone().detach())."""
+        shared = self.queue.keys.clone()
+        return [shared, shared if self.bf_queue is None else self.bf_queue.keys.clone()]
+
+    def _enqueue(self, new_keys: list[list[torch.Tensor]]) -> None:
+        """new_keys: per direction, [plain] or [plain, BF] keys."""
+        if self.bf_queue is None:  # one queue, both streams: builder_v2.py L186-188, L217
+            self.queue.enqueue(gather_keys(torch.cat([k for keys in new_keys for k in keys])))
+            return
+        for t, queue in enumerate((self.queue, self.bf_queue)):
+            queue.enqueue(gather_keys(torch.cat([keys[t] for keys in new_keys])))
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, bf_on: bool = True) -> dict:
-        # A snapshot: the enqueue below writes the buffer in place, and autograd
-        # needs the negatives as they were (official MoCo: queue.clone().detach()).
-        negatives = self.queue.keys.clone()
+        negatives = self._negatives()
         losses, q, k2 = self._direction(x1, x2, negatives, bf_on)
-        new_keys = list(k2)  # [plain] or [plain, BF]: builder_v2.py L186-188, L217
+        new_keys = [k2]
         if self.symmetric:  # official CIFAR demo: loss_12 + loss_21, both on the old queue
             back, _, k1 = self._direction(x2, x1, negatives, bf_on)
             losses = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(losses, back)]
-            new_keys += k1
-        self.queue.enqueue(gather_keys(torch.cat(new_keys)))
+            new_keys.append(k1)
+        self._enqueue(new_keys)
         return loss_record(losses, self.bf_cfg, q=q.detach(), keys=k2[0])
