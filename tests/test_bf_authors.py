@@ -196,6 +196,12 @@ def their_v2(method, cfg, x1, x2, queue, perm=None, devices=1, bf_queue=None):
         old_k = F.normalize(encoder_k(im_k), dim=1)
         k = old_k[:len(x1)][unshuffle]
         k = torch.cat([k, old_k[len(old_k) // 2:][unshuffle]], dim=0)
+    return their_v2_loss(q, k, queue, cfg, bf_queue), k, {
+        "backbone": encoder_q[0], "projector": encoder_q[2], "bf": layer}
+
+
+def their_v2_loss(q, k, queue, cfg, bf_queue=None):
+    """builder_v2.py L190-211: 4B rows (query stream x key stream) against the queue."""
     h = len(q) // 2
     l_pos = torch.cat([torch.einsum("nc,nc->n", [a, b]).unsqueeze(-1)
                        for a, b in ((q[:h], k[:h]), (q[:h], k[h:]), (q[h:], k[:h]), (q[h:], k[h:]))])
@@ -206,8 +212,7 @@ def their_v2(method, cfg, x1, x2, queue, perm=None, devices=1, bf_queue=None):
             rows = slice(block * h, (block + 1) * h)
             l_neg[rows] = torch.einsum("nc,ck->nk", [tmp_q[rows], bf_queue.T.clone()])
     logits = torch.cat([l_pos, l_neg], dim=1) / cfg.method.temperature
-    loss = nn.CrossEntropyLoss()(logits, torch.zeros(logits.shape[0], dtype=torch.long))
-    return loss, k, {"backbone": encoder_q[0], "projector": encoder_q[2], "bf": layer}
+    return nn.CrossEntropyLoss()(logits, torch.zeros(logits.shape[0], dtype=torch.long))
 
 
 @pytest.mark.parametrize("splits,scope", [(1, "local"), (2, "local"), (2, "split"), (4, "split")])

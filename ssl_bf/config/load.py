@@ -255,6 +255,8 @@ def validate(cfg: Config) -> Config:
     _validate_bf_streams(cfg.bf)
     if cfg.bf.queue == "per_stream" and cfg.method.name != "mocov2":
         raise UsageError(f"bf.queue: per_stream is about MoCo-v2's queue; {cfg.method.name} has none")
+    if cfg.method.proj_bn and cfg.method.name != "mocov2":
+        raise UsageError("method.proj_bn: MoCo-v2 only (MoCo-v3's projector always has BatchNorm)")
     _validate_bf_width(cfg)
     _validate_imbalance(cfg.data)
     return cfg

@@ -22,7 +22,10 @@ class MethodConfig:
     # heads
     proj_hidden: Optional[int] = None  # null = the backbone's feature dim (official MoCo-v2 head)
     proj_out: int = 128
-    proj_layers: int = 2
+    proj_layers: int = 2  # Linear layers of the projector (v2 and v3)
+    # MoCo-v2: BatchNorm after each hidden Linear (the official head has none; the BatchFormer
+    # authors' MoCo-v2 head has it, builder_v2.py L54-64). MoCo-v3's projector always has it.
+    proj_bn: bool = False
     pred_hidden: int = 4096  # MoCo-v3 only
 
 

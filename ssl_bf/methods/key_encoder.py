@@ -25,12 +25,14 @@ class KeyEncoder(nn.Module):
     """(B, 3, S, S) -> [(B, out)] L2-normalised keys, or [plain, BatchFormer] keys when a
     BatchFormer stream is passed; computed without gradient."""
 
-    def __init__(self, backbone: nn.Module, projector: nn.Module, shuffle_bn: bool = False):
+    def __init__(self, backbone: nn.Module, projector: nn.Module, shuffle_bn: bool = False,
+                 head_groups: int = 1):
         super().__init__()
         self.backbone = copy.deepcopy(backbone)
         self.projector = copy.deepcopy(projector)
         deactivate_requires_grad(self)
         self.shuffle_bn = shuffle_bn
+        self.head_groups = head_groups  # query_path.encode: split BN in the projector
 
     @torch.no_grad()
     def update(self, backbone: nn.Module, projector: nn.Module, m: float) -> None:
@@ -42,7 +44,7 @@ class KeyEncoder(nn.Module):
                 position: str = "post_projector") -> list[torch.Tensor]:
         streams = 1 if bf is None else 2
         if not self.shuffle_bn:
-            k = encode(self.backbone, self.projector, x, bf, position)
+            k = encode(self.backbone, self.projector, x, bf, position, self.head_groups)
             return [F.normalize(s, dim=1) for s in k.chunk(streams)]
         # Shuffle-BN (He et al. 2020 §3.3): keys are normalised in a batch whose
         # composition differs from their queries'. Across processes when there
@@ -51,7 +53,7 @@ class KeyEncoder(nn.Module):
         # (L179-188: the key encoder, layer included, runs on the shuffled images).
         distributed = dist.world_size() > 1
         x, order = batch_shuffle(x, distributed=distributed)
-        k = encode(self.backbone, self.projector, x, bf, position)
+        k = encode(self.backbone, self.projector, x, bf, position, self.head_groups)
         return [F.normalize(batch_unshuffle(s, order, distributed=distributed), dim=1)
                 for s in k.chunk(streams)]
 

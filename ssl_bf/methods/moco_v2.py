@@ -30,12 +30,16 @@ class MoCoV2(nn.Module):
         groups = m.bn_splits if world_size == 1 and m.bn_splits > 1 else 1
         if groups > 1:
             convert_split_bn(backbone, groups)  # before the key copy: both split
-        projector = mocov2_projector(backbone.dim, m.proj_hidden, m.proj_out)
+        projector = mocov2_projector(backbone.dim, m.proj_hidden, m.proj_out, m.proj_layers,
+                                     m.proj_bn)
+        head_groups = groups if m.proj_bn else 1  # the head's BN is per group too
+        if head_groups > 1:
+            convert_split_bn(projector, groups, (nn.BatchNorm1d,))
         feat_dim = backbone.dim if cfg.bf.position == "pre_projector" else m.proj_out
         bf = build_batchformer(cfg.bf, feat_dim) if cfg.bf.enabled else None
-        self.query = QueryPath(backbone, projector, None, bf, cfg.bf, groups)
+        self.query = QueryPath(backbone, projector, None, bf, cfg.bf, groups, head_groups)
         shuffle = world_size > 1 or groups > 1
-        self.key = KeyEncoder(backbone, projector, shuffle_bn=shuffle)
+        self.key = KeyEncoder(backbone, projector, shuffle_bn=shuffle, head_groups=head_groups)
         self.queue = KeyQueue(m.queue_size, m.proj_out)
         # bf.queue=per_stream: the BatchFormer keys get a queue of their own
         self.bf_queue = KeyQueue(m.queue_size, m.proj_out) if cfg.bf.queue == "per_stream" else None

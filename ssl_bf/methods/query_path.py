@@ -36,12 +36,25 @@ def build_batchformer(cfg: BatchFormerConfig, dim: int) -> BatchFormer:
     return bf
 
 
+def group_major(rows: int, streams: int, groups: int) -> torch.Tensor:
+    """The order that puts each split group's rows of every stream together: [stream; group;
+    row] -> [group; stream; row]. On GPUs each device's head sees its own plain and
+    BatchFormer rows (builder_v2.py L13-17: the layer's output is concatenated per device)."""
+    return torch.arange(rows).view(streams, groups, -1).transpose(0, 1).reshape(-1)
+
+
 def encode(backbone: nn.Module, projector: nn.Module, x: torch.Tensor,
-           bf: Stream | None = None, position: str = "post_projector") -> torch.Tensor:
-    """(B, 3, S, S) -> (B, out), or (2B, out) = [plain; BatchFormer] when `bf` is given."""
+           bf: Stream | None = None, position: str = "post_projector",
+           head_groups: int = 1) -> torch.Tensor:
+    """(B, 3, S, S) -> (B, out), or (2B, out) = [plain; BatchFormer] when `bf` is given.
+    head_groups > 1: the projector's BatchNorm is split BN over that many groups, and each
+    group holds both streams of its own samples (rows reordered for it and back)."""
     h = backbone(x)
     if bf is not None and position == "pre_projector":
         h = torch.cat([h, bf(h)])
+        if head_groups > 1:
+            order = group_major(h.shape[0], 2, head_groups).to(h.device)
+            return projector(h[order])[torch.argsort(order)]
     z = projector(h)
     if bf is not None and position == "post_projector":
         z = torch.cat([z, bf(z)])
@@ -53,13 +66,15 @@ class QueryPath(nn.Module):
 
     def __init__(self, backbone: nn.Module, projector: nn.Module,
                  predictor: nn.Module | None = None, bf: BatchFormer | None = None,
-                 bf_cfg: BatchFormerConfig | None = None, groups: int = 1):
+                 bf_cfg: BatchFormerConfig | None = None, groups: int = 1,
+                 head_groups: int = 1):
         super().__init__()
         self.backbone, self.projector = backbone, projector
         self.predictor = predictor if predictor is not None else nn.Identity()
         self.bf = bf
         self.bf_cfg = bf_cfg or BatchFormerConfig()
         self.groups = groups  # split BN's groups on this process (1: none)
+        self.head_groups = head_groups  # the same, when the projector has split BN too
 
     def stream(self, bf_on: bool) -> Stream | None:
         """The BatchFormer stream this step, or None (no layer, or not yet switched on)."""
@@ -67,7 +82,7 @@ class QueryPath(nn.Module):
 
     def forward(self, x: torch.Tensor, bf_on: bool = True) -> list[torch.Tensor]:
         bf = self.stream(bf_on)
-        z = encode(self.backbone, self.projector, x, bf, self.bf_cfg.position)
+        z = encode(self.backbone, self.projector, x, bf, self.bf_cfg.position, self.head_groups)
         return list(self.predictor(z).chunk(1 if bf is None else 2))
 
     def batchformer(self, h: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,9 @@ from torch import nn
 class SplitBatchNorm2d(nn.Module):
     """BatchNorm2d whose training statistics are taken over `splits` sub-batches.
 
-    Shapes: (N, C, H, W) -> (N, C, H, W); N must be divisible by `splits`.
-    In eval mode it is an ordinary BatchNorm2d with the averaged running stats.
+    Shapes: (N, C, H, W) -> (N, C, H, W), or (N, C) -> (N, C) in place of a BatchNorm1d (a
+    projection head's); N must be divisible by `splits`. In eval mode it is an ordinary
+    BatchNorm with the averaged running stats.
     """
 
     def __init__(self, bn: nn.BatchNorm2d, splits: int):
@@ -56,11 +57,12 @@ class SplitBatchNorm2d(nn.Module):
         return torch.cat(outs)
 
 
-def convert_split_bn(module: nn.Module, splits: int) -> nn.Module:
-    """Replace every BatchNorm2d inside `module` (in place) by a SplitBatchNorm2d."""
+def convert_split_bn(module: nn.Module, splits: int,
+                     kinds: tuple[type, ...] = (nn.BatchNorm2d,)) -> nn.Module:
+    """Replace every BatchNorm of `kinds` inside `module` (in place) by a SplitBatchNorm2d."""
     for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
+        if isinstance(child, kinds):
             setattr(module, name, SplitBatchNorm2d(child, splits))
         else:
-            convert_split_bn(child, splits)
+            convert_split_bn(child, splits, kinds)
     return module
