@@ -21,6 +21,8 @@ from ssl_bf.config import load_config
 from ssl_bf.methods import build_method
 from ssl_bf.training.optim import build_optimizer, set_lr
 
+# their v2 design with the official MoCo-v2 head (their own head: tests/test_authors_v2_head.py)
+OFFICIAL_HEAD = ["method.proj_bn=false", "method.proj_layers=2"]
 SMALL = ["model.width=0.25", "method.proj_hidden=64", "method.pred_hidden=64",
          "method.queue_size=64", "train.batch_size=16", "method.bn_splits=1"]
 
@@ -220,7 +222,7 @@ def test_mocov2_authors_equals_their_forward_and_enqueues_both_key_streams(split
     """scope=split: the layer runs per split-BN group, as their code on `splits` GPUs would;
     the keys' groups are chunks of the shuffled batch, so not their queries' groups."""
     cfg, m = make("mocov2_bf_authors", "bf.dropout=0.0", f"method.bn_splits={splits}",
-                  f"bf.scope={scope}")
+                  f"bf.scope={scope}", *OFFICIAL_HEAD)
     x1, x2 = views()
     queue = m.queue.keys.clone()
     perm = None
