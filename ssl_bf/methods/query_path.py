@@ -52,9 +52,9 @@ def encode(backbone: nn.Module, projector: nn.Module, x: torch.Tensor,
     h = backbone(x)
     if bf is not None and position == "pre_projector":
         h = torch.cat([h, bf(h)])
-        if head_groups > 1:
+        if head_groups > 1:  # the inverse of [stream; group] -> [group; stream] swaps them back
             order = group_major(h.shape[0], 2, head_groups).to(h.device)
-            return projector(h[order])[torch.argsort(order)]
+            return projector(h[order])[group_major(h.shape[0], head_groups, 2).to(h.device)]
     z = projector(h)
     if bf is not None and position == "post_projector":
         z = torch.cat([z, bf(z)])
