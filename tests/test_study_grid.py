@@ -70,3 +70,20 @@ def test_balanced_control_differs_from_the_long_tailed_baseline_only_in_the_data
         for section in ("method", "model", "aug", "train", "knn", "linear", "bf"):
             assert getattr(lt, section) == getattr(bal, section), (method, section)
         assert rows[f"lt_{method}"]["baseline"] == f"bal_{method}"
+
+
+def test_long_tailed_variants_differ_from_their_baseline_only_in_what_they_test():
+    rows = lt_grid()
+    for name, row in rows.items():
+        if not name.startswith("lt_") or row["baseline"].startswith("bal_"):
+            continue
+        cfg, base = config(row), config(rows[row["baseline"]])
+        same = ["model", "data", "aug", "train", "knn", "linear"]
+        same += ["bf"] if name == "lt_v2_bnhead" else ["method"]
+        if name == "lt_v2_authors":  # their head: one hidden layer more than their plain head
+            same.remove("method")
+            assert (cfg.method.proj_bn, base.method.proj_bn) == (True, True)
+            assert (cfg.method.proj_layers, base.method.proj_layers) == (3, 2)
+        for section in same:
+            assert getattr(cfg, section) == getattr(base, section), (name, section)
+        assert cfg.bf != base.bf or cfg.method != base.method, name
