@@ -13,7 +13,9 @@ finished run is skipped, an interrupted one resumes from its last checkpoint
 (train.resume=auto), so the study picks up where it stopped. Two runs at once on 2 cores
 are ~5x slower than one after another: --parallel N is for machines with many cores (a GPU
 box), where each run gets its share of the data-loading workers. The report (experiments/study_report.py) writes
-experiments/results/<report>_runs.csv, <report>_summary.md and the plots.
+experiments/results/<report>_runs.csv, <report>_summary.md and the plots; --readme
+experiments/README.md also puts the summary between that file's <!-- <report>_summary -->
+markers, so the document's table is always the report's.
 """
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from experiments.study_report import write_report  # noqa: E402
+from experiments.study_report import markers, write_report  # noqa: E402
 from ssl_bf.config import yaml_load  # noqa: E402
+from ssl_bf.errors import exit_on_usage_error  # noqa: E402
 
 
 def report_name(path: Path) -> str:
@@ -139,6 +142,7 @@ def attempt(run: dict, args) -> str:
         return f"FAILED {run['name']} seed {run['seed']}: {err} (see its log.txt)"
 
 
+@exit_on_usage_error
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", default=str(REPO / "experiments" / "study_grid.yaml"))
@@ -153,9 +157,13 @@ def main() -> None:
                    help="an override for every run (smoke tests: --set train.epochs=1)")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--readme", default=None, metavar="PATH",
+                   help="also write the report between <!-- <report>_summary --> markers in PATH")
     args = p.parse_args()
     name = report_name(Path(args.grid))
     args.out = args.out or str(REPO / "experiments" / "out" / name)
+    if args.readme:
+        markers(Path(args.readme), name)  # a bad --readme stops here, before any run
     patterns = args.only.split(",")
     runs = [r for r in load_grid(Path(args.grid)) if any(fnmatch.fnmatch(r["name"], pat) for pat in patterns)]
     if args.seeds is not None:
@@ -171,7 +179,8 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
             for message in pool.map(lambda r: attempt(r, args), todo):
                 print(message, flush=True)
-    write_report(load_grid(Path(args.grid)), Path(args.out), Path(args.results), name)
+    write_report(load_grid(Path(args.grid)), Path(args.out), Path(args.results), name,
+                 Path(args.readme) if args.readme else None)
 
 
 if __name__ == "__main__":

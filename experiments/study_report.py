@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 
 from experiments.study_plots import plot_curves, plot_per_class
+from ssl_bf.errors import UsageError
 
 GROUPS = ("many", "medium", "few")
 FIELDS = ["name", "seed", "kind", "knn_mid", "knn_end", *[f"knn_{g}" for g in GROUPS], "linear",
@@ -177,7 +178,25 @@ def markdown_groups(summary: list[dict]) -> str:
     return "\n" + "\n".join(lines) + "\n"
 
 
-def write_report(runs: list[dict], out: Path, results: Path, name: str = "study") -> None:
+def markers(readme: Path, name: str) -> tuple[str, str]:
+    """The report's markers in `readme`; a usage error unless it holds exactly one pair."""
+    start, end = f"<!-- {name}_summary -->", f"<!-- /{name}_summary -->"
+    doc = readme.read_text() if readme.is_file() else ""
+    if doc.count(start) != 1 or doc.count(end) != 1 or doc.index(start) > doc.index(end):
+        raise UsageError(f"--readme {readme} needs one {start} ... {end} pair to hold the report")
+    return start, end
+
+
+def splice(readme: Path, name: str, text: str) -> None:
+    """Put the report between `<!-- <name>_summary -->` and `<!-- /<name>_summary -->` in a
+    document, so its tables are the report's and never a hand copy."""
+    start, end = markers(readme, name)
+    head, rest = readme.read_text().split(start)
+    readme.write_text(head + start + "\n" + text.strip("\n") + "\n" + end + rest.split(end, 1)[1])
+
+
+def write_report(runs: list[dict], out: Path, results: Path, name: str = "study",
+                 readme: Path | None = None) -> None:
     rows = collect(runs, out)
     results.mkdir(parents=True, exist_ok=True)
     with open(results / f"{name}_runs.csv", "w", newline="") as f:
@@ -190,6 +209,8 @@ def write_report(runs: list[dict], out: Path, results: Path, name: str = "study"
     imbalanced = any(r["class_counts"] and len(set(r["class_counts"])) > 1 for r in rows)
     text = markdown(summary) + (markdown_groups(summary) if imbalanced else "")
     (results / f"{name}_summary.md").write_text(text)
+    if readme is not None:
+        splice(readme, name, text)
     plot_curves(rows, summary, results / f"{name}_knn_vs_time.png")
     if imbalanced:
         plot_per_class(rows, summary, results / f"{name}_per_class.png")

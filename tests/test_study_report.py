@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 
+from conftest import REPO
 from experiments.study_report import write_report
 
 COUNTS = [50, 20, 5]  # three classes: many / medium / few by count
@@ -48,3 +51,30 @@ def test_paired_deltas_group_table_and_csv(tmp_path):
     assert [(r["name"], r["seed"], r["knn_end"], r["knn_few"], r["linear"]) for r in rows][3:] == [
         ("var", "0", "41.0", "23.0", "34.0"), ("var", "2", "43.0", "28.0", "40.0")]
     assert (tmp_path / "results" / "tiny_per_class.png").stat().st_size > 10_000  # counts differ
+
+
+def test_readme_gets_the_summary_between_its_markers_and_nothing_else(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = [{"name": "base", "label": "baseline", "seed": 0}]
+    write_run(tmp_path, "base", 0, [30.0, 40.0], [60.0, 40.0, 20.0], None)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- tiny_summary -->\n| old | table |\n<!-- /tiny_summary -->\n\noutro\n")
+    write_report(runs, tmp_path, tmp_path / "results", "tiny", readme)
+    summary = (tmp_path / "results" / "tiny_summary.md").read_text().strip("\n")
+    assert readme.read_text() == f"intro\n<!-- tiny_summary -->\n{summary}\n<!-- /tiny_summary -->\n\noutro\n"
+    assert "| `base` | baseline | 1 | 40.00 |" in summary
+
+
+@pytest.mark.parametrize("text", ["no markers\n", "<!-- /tiny_summary -->\n<!-- tiny_summary -->\n",
+                                  "<!-- tiny_summary -->\n<!-- /tiny_summary -->\n" * 2])
+def test_a_readme_without_one_marker_pair_is_a_usage_error_before_any_run(tmp_path, text):
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("report: tiny\nvariants:\n  - {name: base, recipe: study/mocov2, seeds: [0]}\n")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "study.py"), "--grid", str(grid),
+                           "--out", str(out), "--readme", str(readme)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: --readme") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not out.exists() and readme.read_text() == text
