@@ -47,7 +47,9 @@ def load_grid(path: Path) -> list[dict]:
     runs = []
     for entry in grid["variants"]:
         for seed in entry.get("seeds", [0]):
-            runs.append({**entry, "seed": seed})
+            # the grid's `probe:` overrides go to every row's linear probe: one protocol for
+            # the whole table, also for runs whose config.yaml predates a recipe change
+            runs.append({"probe": grid.get("probe", []), **entry, "seed": seed})
     return runs
 
 
@@ -75,9 +77,11 @@ def knn_cmd(checkpoint: str, run: dict, args) -> list[str]:
             f"train.seed={run['seed']}", f"data.root={args.root}"]
 
 
-def linear_cmd(directory: Path, args) -> list[str]:
-    """The linear probe (the run's linear.* settings, cached features) on the finished run."""
-    return [sys.executable, "eval/linear.py", f"checkpoint={directory}", f"data.root={args.root}"]
+def linear_cmd(directory: Path, run: dict, args) -> list[str]:
+    """The linear probe (the run's linear.* settings and the grid's probe overrides, cached
+    features) on the finished run."""
+    return [sys.executable, "eval/linear.py", f"checkpoint={directory}", *run.get("probe", []),
+            f"data.root={args.root}"]
 
 
 def lightly_cmd(run: dict, directory: Path, args) -> list[str]:
@@ -125,7 +129,7 @@ def perform(run: dict, args) -> str:
                 execute(commands[-1], log)
             knn = {}
             if run.get("linear"):
-                commands.append(linear_cmd(directory, args))
+                commands.append(linear_cmd(directory, run, args))
                 knn = json.loads(execute(commands[-1], log))
     result = {"name": run["name"], "seed": run["seed"], "kind": kind, "recipe": run.get("recipe"),
               "overrides": run.get("overrides", []), "commands": [" ".join(c) for c in commands],

@@ -87,3 +87,16 @@ def test_long_tailed_variants_differ_from_their_baseline_only_in_what_they_test(
         for section in same:
             assert getattr(cfg, section) == getattr(base, section), (name, section)
         assert cfg.bf != base.bf or cfg.method != base.method, name
+
+
+def test_the_lt_grid_probes_every_row_at_its_recipes_lr_also_runs_written_before():
+    from experiments import study
+
+    runs = study.load_grid(REPO / "experiments" / "study_lt_grid.yaml")
+    for run in runs:
+        cmd = study.linear_cmd(REPO / "runs" / "x", run, type("Args", (), {"root": "data/cifar10"}))
+        probe = [a for a in cmd if a.startswith("linear.")]
+        assert probe == ["linear.lr=0.1"], run["name"]
+        # the pin is what the recipes say now: a run written today is probed as its config says
+        assert config(run).linear == load_config([f"recipe={run['recipe']}", *run.get("overrides", []),
+                                                  *probe]).linear, run["name"]
