@@ -90,18 +90,42 @@ def mean_per_class(rows: list[dict], name: str) -> tuple[list[int], list[float]]
     return runs[0]["class_counts"], [statistics.fmean(c) for c in columns]
 
 
+def long_tailed(counts) -> bool:
+    """Counts that differ by more than the one image a stratified cut can leave between
+    classes (12,406 balanced images: 1,241 or 1,240 per class)."""
+    return bool(counts) and max(counts) - min(counts) > 1
+
+
 def imbalanced(rows: list[dict], name: str) -> bool:
     curve = mean_per_class(rows, name)
-    return curve is not None and len(set(curve[0])) > 1
+    return curve is not None and long_tailed(curve[0])
+
+
+def draw_balanced_control(ax, rows: list[dict], summary: list[dict], base: str) -> None:
+    """The balanced control's accuracy on each class, drawn at the long-tailed baseline's
+    count for that class: what imbalance costs each class."""
+    by_name = {s["name"]: s for s in summary}
+    control = by_name[base]["baseline"] if base in by_name else None
+    if not control or mean_per_class(rows, control) is None or imbalanced(rows, control):
+        return
+    counts, accuracy = mean_per_class(rows, base)[0], mean_per_class(rows, control)[1]
+    xs, ys = zip(*sorted(zip(counts, accuracy), key=lambda p: -p[0]))
+    ax.plot(xs, ys, "--", color="0.5", marker="s", ms=3,
+            label=f"{control}: {by_name[control]['label']} (its accuracy on the same class)")
 
 
 def plot_per_class(rows: list[dict], summary: list[dict], path: Path) -> bool:
     plt = pyplot()
     if plt is None:
         return False
-    methods = [b for b in panels(summary) if imbalanced(rows, b)]
+    # a panel per long-tailed row that has variants or a balanced control
+    controlled = {s["name"] for s in summary if s["baseline"] and not imbalanced(rows, s["baseline"])}
+    methods = sorted(b for b in set(panels(summary)) | controlled if imbalanced(rows, b))
+    if not methods:
+        return False
     fig, axes = figure(plt, len(methods))
     for ax, base in zip(axes, methods):
+        draw_balanced_control(ax, rows, summary, base)
         names = [base] + [s["name"] for s in summary if s["baseline"] == base]
         for i, name in enumerate(names):
             curve = mean_per_class(rows, name)

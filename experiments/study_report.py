@@ -17,7 +17,7 @@ import json
 import statistics
 from pathlib import Path
 
-from experiments.study_plots import plot_curves, plot_per_class
+from experiments.study_plots import long_tailed, plot_curves, plot_per_class
 from ssl_bf.errors import UsageError
 
 GROUPS = ("many", "medium", "few")
@@ -206,7 +206,7 @@ def write_report(runs: list[dict], out: Path, results: Path, name: str = "study"
     summary = summarize(rows)
     # groups by count mean something only where the counts differ (on balanced data they
     # are label thirds)
-    imbalanced = any(r["class_counts"] and len(set(r["class_counts"])) > 1 for r in rows)
+    imbalanced = any(long_tailed(r["class_counts"]) for r in rows)
     text = markdown(summary) + (markdown_groups(summary) if imbalanced else "")
     (results / f"{name}_summary.md").write_text(text)
     if readme is not None:

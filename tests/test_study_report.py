@@ -15,14 +15,15 @@ from experiments.study_report import write_report
 COUNTS = [50, 20, 5]  # three classes: many / medium / few by count
 
 
-def write_run(root, name: str, seed: int, knn: list[float], groups: list[float], linear: float | None):
+def write_run(root, name: str, seed: int, knn: list[float], groups: list[float], linear: float | None,
+              counts: list[int] = COUNTS):
     directory = root / name / f"seed{seed}"
     directory.mkdir(parents=True)
     lines = [{"step": 10, "epoch": 1, "loss": 5.0, "time": 60.0}]
     for epoch, top1 in zip((1, 2), knn):
         lines.append({"step": 10 * epoch, "epoch": epoch, "knn_top1": top1,
                       "knn_top1_groups": dict(zip(("many", "medium", "few"), groups)),
-                      "knn_top1_per_class": groups, "class_counts": COUNTS})
+                      "knn_top1_per_class": groups, "class_counts": counts})
     (directory / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     result = {"name": name, "seed": seed, "kind": "pretrain", "commands": [f"train {name} {seed}"]}
     if linear is not None:
@@ -78,3 +79,18 @@ def test_a_readme_without_one_marker_pair_is_a_usage_error_before_any_run(tmp_pa
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: --readme") and proc.stderr.count("\n") == 1, proc.stderr
     assert not out.exists() and readme.read_text() == text
+
+
+def test_a_stratified_cut_is_balanced_no_group_table_and_no_per_class_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = [{"name": "bal", "label": "balanced", "seed": 0}]
+    write_run(tmp_path, "bal", 0, [30.0, 40.0], [60.0, 40.0, 20.0], 35.0, counts=[1241, 1240, 1240])
+    write_report(runs, tmp_path, tmp_path / "results", "tiny")
+    assert "kNN few" not in (tmp_path / "results" / "tiny_summary.md").read_text()
+    assert not (tmp_path / "results" / "tiny_per_class.png").exists()
+    # one long-tailed row beside it: the table and the plot (with the balanced control drawn)
+    runs.append({"name": "lt", "label": "long-tailed", "baseline": "bal", "seed": 0})
+    write_run(tmp_path, "lt", 0, [30.0, 38.0], [62.0, 30.0, 10.0], 30.0, counts=[50, 20, 5])
+    write_report(runs, tmp_path, tmp_path / "results", "tiny")
+    assert "| `lt` | 1 | 62.00 | 30.00 | 10.00 |" in (tmp_path / "results" / "tiny_summary.md").read_text()
+    assert (tmp_path / "results" / "tiny_per_class.png").stat().st_size > 10_000
