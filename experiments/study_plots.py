@@ -106,10 +106,10 @@ def draw_balanced_control(ax, rows: list[dict], summary: list[dict], base: str) 
     count for that class: what imbalance costs each class."""
     by_name = {s["name"]: s for s in summary}
     control = by_name[base]["baseline"] if base in by_name else None
-    if not control or mean_per_class(rows, control) is None or imbalanced(rows, control):
+    curve = mean_per_class(rows, control) if control else None
+    if curve is None or long_tailed(curve[0]):
         return
-    counts, accuracy = mean_per_class(rows, base)[0], mean_per_class(rows, control)[1]
-    xs, ys = zip(*sorted(zip(counts, accuracy), key=lambda p: -p[0]))
+    xs, ys = zip(*sorted(zip(mean_per_class(rows, base)[0], curve[1]), key=lambda p: -p[0]))
     ax.plot(xs, ys, "--", color="0.5", marker="s", ms=3,
             label=f"{control}: {by_name[control]['label']} (its accuracy on the same class)")
 
