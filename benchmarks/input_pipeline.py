@@ -83,7 +83,9 @@ def train_run(args, workers: int, threads: int | None, out: str) -> dict:
            f"data.subset={args.batch * (args.steps + 2)}",  # one epoch: no epoch-end checkpoint inside
            f"train.batch_size={args.batch}", f"train.max_steps={args.steps}",
            f"train.log_every={args.log_every}", f"data.num_workers={workers}",
-           f"train.output_dir={out}", "knn.every=0", *args.set]
+           f"train.output_dir={out}", "knn.every=0",
+           "aug.batched=false",  # this part sizes the PIL workers; end_to_end.py times batched views
+           *args.set]
     if threads:
         cmd.append(f"train.threads={threads}")
     t = time.perf_counter()

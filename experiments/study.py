@@ -9,8 +9,10 @@ The grid is experiments/study_grid.yaml (the long-tailed study's: study_lt_grid.
 run is a normal ssl_bf run directory under --out (default experiments/out/<report>/<variant>/
 seed<k>, <report> the grid's `report:` name); a row with `linear: true` also gets the
 linear probe (eval/linear.py, its recipe's linear.* settings) on its final backbone. A
-finished run is skipped, an interrupted one resumes from its last checkpoint
-(train.resume=auto), so the study picks up where it stopped. Two runs at once on 2 cores
+finished run's config.yaml, metrics.jsonl and result.json are copied into the archive,
+experiments/results/<report>_runs/ (committed; checkpoints stay in --out): the report is made
+from the archive, and a run found there is skipped, so a fresh clone runs only what is missing.
+An interrupted run resumes from its last checkpoint (train.resume=auto). Two runs at once on 2 cores
 are ~5x slower than one after another: --parallel N is for machines with many cores (a GPU
 box), where each run gets its share of the data-loading workers. The report (experiments/study_report.py) writes
 experiments/results/<report>_runs.csv, <report>_summary.md and the plots; --readme
@@ -23,6 +25,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from experiments.study_report import markers, write_report  # noqa: E402
 from ssl_bf.config import yaml_load  # noqa: E402
-from ssl_bf.errors import exit_on_usage_error  # noqa: E402
+from ssl_bf.errors import UsageError, exit_on_usage_error  # noqa: E402
 
 
 def report_name(path: Path) -> str:
@@ -57,8 +60,27 @@ def run_dir(out: Path, run: dict) -> Path:
     return out / run["name"] / f"seed{run['seed']}"
 
 
+def run_dirs(run: dict, args) -> tuple[Path, Path]:
+    """Where a run may be finished: the working directory, or the committed archive."""
+    return run_dir(Path(args.out), run), run_dir(args.archive, run)
+
+
 def finished(directory: Path) -> bool:
     return (directory / "result.json").is_file()
+
+
+ARCHIVED = ("config.yaml", "metrics.jsonl", "result.json")  # result.json last: it marks a run done
+
+
+def archive(directory: Path, dest: Path) -> bool:
+    """Copy a finished run's record (not its checkpoints) into the archive, unless it is there."""
+    if not finished(directory) or finished(dest) or directory.resolve() == dest.resolve():
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVED:
+        if (directory / name).is_file():
+            shutil.copy2(directory / name, dest / name)
+    return True
 
 
 def pretrain_cmd(run: dict, directory: Path, args) -> list[str]:
@@ -106,10 +128,15 @@ def execute(cmd: list[str], log) -> str:
     return lines[-1] if lines else ""
 
 
+def shown(cmd: list[str]) -> str:
+    """A command as recorded: `python`, not this machine's interpreter path."""
+    return " ".join(["python" if c == sys.executable else c for c in cmd])
+
+
 def perform(run: dict, args) -> str:
     directory = run_dir(Path(args.out), run)
-    if finished(directory):
-        return f"done already: {directory}"
+    if finished(directory) or finished(run_dir(args.archive, run)):
+        return f"done already: {run['name']} seed {run['seed']}"
     directory.mkdir(parents=True, exist_ok=True)
     kind = run.get("kind", "pretrain")
     commands = []
@@ -132,9 +159,10 @@ def perform(run: dict, args) -> str:
                 commands.append(linear_cmd(directory, run, args))
                 knn = json.loads(execute(commands[-1], log))
     result = {"name": run["name"], "seed": run["seed"], "kind": kind, "recipe": run.get("recipe"),
-              "overrides": run.get("overrides", []), "commands": [" ".join(c) for c in commands],
+              "overrides": run.get("overrides", []), "commands": [shown(c) for c in commands],
               "wall_s": round(time.time() - start, 1), **knn}
     (directory / "result.json").write_text(json.dumps(result, indent=1))
+    archive(directory, run_dir(args.archive, run))
     return f"finished {directory} in {result['wall_s']} s"
 
 
@@ -172,8 +200,15 @@ def main() -> None:
     runs = [r for r in load_grid(Path(args.grid)) if any(fnmatch.fnmatch(r["name"], pat) for pat in patterns)]
     if args.seeds is not None:
         runs = [r for r in runs if r["seed"] in {int(s) for s in args.seeds.split(",")}]
+    grid = load_grid(Path(args.grid))
+    args.archive = Path(args.results) / f"{name}_runs"
+    if args.report_only and not any(finished(d) for r in grid for d in run_dirs(r, args)):
+        raise UsageError(f"no finished run of {args.grid} in {args.out} or {args.archive}: nothing to report")
+    if not args.dry_run:
+        for r in grid:  # runs finished before the archive existed, or by another driver
+            archive(run_dir(Path(args.out), r), run_dir(args.archive, r))
     if not args.report_only:
-        todo = [r for r in runs if not finished(run_dir(Path(args.out), r))]
+        todo = [r for r in runs if not any(finished(d) for d in run_dirs(r, args))]
         todo.sort(key=lambda r: r["seed"])  # every variant's first seed before any repeat
         print(f"{len(runs)} runs selected, {len(todo)} to do", flush=True)
         if args.dry_run:
@@ -183,8 +218,8 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
             for message in pool.map(lambda r: attempt(r, args), todo):
                 print(message, flush=True)
-    write_report(load_grid(Path(args.grid)), Path(args.out), Path(args.results), name,
-                 Path(args.readme) if args.readme else None)
+    if any(finished(run_dir(args.archive, r)) for r in grid):
+        write_report(grid, args.archive, Path(args.results), name, Path(args.readme) if args.readme else None)
 
 
 if __name__ == "__main__":

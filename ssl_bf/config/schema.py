@@ -132,7 +132,8 @@ class TrainConfig:
     log_every: int = 10
     # NHWC activations: a quarter-width MoCo-v2 step on these 2 CPU cores 1.26x faster,
     # MoCo-v3 1.31x (benchmarks/results/throughput_cpu_r18w025_fp32.json), full width
-    # 16 -> 21 samples/s (docs/design.md); tensor-core convolutions want NHWC on GPUs too.
+    # 18.6 -> 29.4 samples/s (throughput_cpu_r18_fp32_cl.json); tensor-core convolutions want
+    # NHWC on GPUs too.
     channels_last: bool = True
     compile: bool = False
     threads: Optional[int] = None  # null = every core this process may use
@@ -153,7 +154,9 @@ class LinearConfig:
     mode: Literal["cached", "standard"] = "cached"
     epochs: int = 100
     batch_size: int = 256  # global, across processes (feature extraction: per process)
-    lr: float = 30.0  # per 256 samples: lr * batch_size / 256 (MoCo-v3 main_lincls)
+    # per 256 samples (lr * batch_size / 256): MoCo-v2's main_lincls.py, ImageNet ResNet-50;
+    # the CIFAR recipes set 0.1
+    lr: float = 30.0
     weight_decay: float = 0.0
     schedule: Literal["step", "cosine"] = "step"  # per epoch, as main_lincls.py
     milestones: list[int] = field(default_factory=lambda: [60, 80])  # step: lr x0.1 at each
