@@ -21,7 +21,8 @@ from experiments.study_plots import long_tailed, plot_curves, plot_per_class
 from ssl_bf.errors import UsageError
 
 GROUPS = ("many", "medium", "few")
-FIELDS = ["name", "seed", "kind", "knn_mid", "knn_end", *[f"knn_{g}" for g in GROUPS], "linear",
+FIELDS = ["name", "seed", "kind", "knn_mid", "knn_end", *[f"knn_{g}" for g in GROUPS],
+          *[f"knn_{g}_mid" for g in GROUPS], "linear",
           *[f"linear_{g}" for g in GROUPS], "loss_plain_end", "loss_bf_end", "spread_end", "collapsed",
           "wall_s", "steps", "command"]
 
@@ -40,10 +41,12 @@ def run_row(directory: Path, result: dict) -> dict:
     end_epoch = max((r["epoch"] for r in knn), default=None)
     mid = [r for r in knn if r["epoch"] * 2 == end_epoch]
     knn_groups, linear_groups = end.get("knn_top1_groups") or {}, result.get("linear_top1_groups") or {}
+    mid_groups = (mid[0].get("knn_top1_groups") if mid else None) or {}
     return {
         "name": result["name"], "seed": result["seed"], "kind": result["kind"],
         "knn_mid": mid[0]["knn_top1"] if mid else None, "knn_end": end.get("knn_top1"),
         **{f"knn_{g}": knn_groups.get(g) for g in GROUPS},
+        **{f"knn_{g}_mid": mid_groups.get(g) for g in GROUPS},
         "linear": result.get("linear_top1"), **{f"linear_{g}": linear_groups.get(g) for g in GROUPS},
         "per_class": end.get("knn_top1_per_class"), "class_counts": end.get("class_counts"),
         "loss_plain_end": last.get("loss_plain", last.get("loss")),
@@ -111,7 +114,8 @@ def summarize(rows: list[dict]) -> list[dict]:
              "spread": mean_std([r["spread_end"] for r in group])[0],
              "collapsed": sum(r["collapsed"] for r in group),
              "wall_s": mean_std([r["wall_s"] for r in group])[0], "command": group[0]["command"]}
-        for key in ("knn_end", "knn_mid", "linear", *[f"{p}_{g}" for p in ("knn", "linear") for g in GROUPS]):
+        for key in ("knn_end", "knn_mid", "linear", "knn_few_mid",
+                    *[f"{p}_{g}" for p in ("knn", "linear") for g in GROUPS]):
             s.update(stat(group, key))
         summary[name] = s
     for s in summary.values():
@@ -120,7 +124,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         # the difference in units of the baseline's seed-to-seed std
         s["delta_sd"] = (s["delta"] / base["knn_end_sd"]
                          if s["delta"] is not None and base["n"] > 1 and base["knn_end_sd"] else None)
-        for key in ("knn_end", "knn_few", "linear", "linear_few"):
+        for key in ("knn_end", "knn_few", "knn_few_mid", "linear", "linear_few"):
             s[f"paired_{key}"] = paired(rows, s["name"], s["baseline"], key) if base else []
     return list(summary.values())
 
@@ -164,15 +168,16 @@ def markdown(summary: list[dict]) -> str:
 
 def markdown_groups(summary: list[dict]) -> str:
     """Per many / medium / few group (ssl_bf/evaluation/groups.py), kNN and linear probe, at the
-    end; paired deltas on the few group."""
-    lines = ["| variant | seeds | kNN many | kNN medium | kNN few | Δ few paired | linear | linear many | "
-             "linear medium | linear few | Δ linear few paired |",
-             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+    end (kNN few also at the middle); paired deltas on the few group."""
+    lines = ["| variant | seeds | kNN many | kNN medium | kNN few | Δ few paired | kNN few, middle | "
+             "Δ few middle paired | linear | linear many | linear medium | linear few | Δ linear few paired |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
     for s in summary:
         n = s["n"]
         cells = [fmt(s[f"knn_{g}"], s[f"knn_{g}_sd"], n) for g in GROUPS]
         lin = [fmt(s[f"linear_{g}"], s[f"linear_{g}_sd"], n) for g in GROUPS]
         lines.append(f"| `{s['name']}` | {n} | {' | '.join(cells)} | {fmt_paired(s['paired_knn_few'])} | "
+                     f"{fmt(s['knn_few_mid'], s['knn_few_mid_sd'], n)} | {fmt_paired(s['paired_knn_few_mid'])} | "
                      f"{fmt(s['linear'], s['linear_sd'], n)} | {' | '.join(lin)} | "
                      f"{fmt_paired(s['paired_linear_few'])} |")
     return "\n" + "\n".join(lines) + "\n"

@@ -21,8 +21,9 @@ def write_run(root, name: str, seed: int, knn: list[float], groups: list[float],
     directory.mkdir(parents=True)
     lines = [{"step": 10, "epoch": 1, "loss": 5.0, "time": 60.0}]
     for epoch, top1 in zip((1, 2), knn):
+        at = groups if epoch == 2 else [groups[0], groups[1], groups[2] / 2]  # the middle: few halved
         lines.append({"step": 10 * epoch, "epoch": epoch, "knn_top1": top1,
-                      "knn_top1_groups": dict(zip(("many", "medium", "few"), groups)),
+                      "knn_top1_groups": dict(zip(("many", "medium", "few"), at)),
                       "knn_top1_per_class": groups, "class_counts": counts})
     (directory / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     result = {"name": name, "seed": seed, "kind": "pretrain", "commands": [f"train {name} {seed}"]}
@@ -46,11 +47,14 @@ def test_paired_deltas_group_table_and_csv(tmp_path):
     assert "| `base` | baseline | 3 | 42.00 ± 2.00 | 40.00, 42.00, 44.00 | 30.00 ± 1.00 |" in text
     assert "| +0.00 | +0.0 | +0.00 ± 1.41 (+1.00, -1.00) |" in text
     # few group: base 20, 22, 24; var 23, 28 -> paired +3, +4; linear few 35, 37 vs 34, 40: -1, +3
-    assert "| `var` | 2 | 61.00 ± 1.41 | 41.00 ± 1.41 | 25.50 ± 3.54 | +3.50 ± 0.71 (+3.00, +4.00) |" in text
+    # the few group at the middle (halved): base 10, 11, 12; var 11.5, 14 -> paired +1.5, +2
+    assert ("| `var` | 2 | 61.00 ± 1.41 | 41.00 ± 1.41 | 25.50 ± 3.54 | +3.50 ± 0.71 (+3.00, +4.00) | "
+            "12.75 ± 1.77 | +1.75 ± 0.35 (+1.50, +2.00) |") in text
     assert text.rstrip().endswith("| +1.00 ± 2.83 (-1.00, +3.00) |")
     rows = list(csv.DictReader(open(tmp_path / "results" / "tiny_runs.csv")))
-    assert [(r["name"], r["seed"], r["knn_end"], r["knn_few"], r["linear"]) for r in rows][3:] == [
-        ("var", "0", "41.0", "23.0", "34.0"), ("var", "2", "43.0", "28.0", "40.0")]
+    kept = ("name", "seed", "knn_end", "knn_few", "knn_few_mid", "linear")
+    assert [tuple(r[k] for k in kept) for r in rows][3:] == [
+        ("var", "0", "41.0", "23.0", "11.5", "34.0"), ("var", "2", "43.0", "28.0", "14.0", "40.0")]
     assert (tmp_path / "results" / "tiny_per_class.png").stat().st_size > 10_000  # counts differ
 
 
