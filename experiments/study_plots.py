@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import statistics
+import textwrap
 from pathlib import Path
 
 
@@ -41,12 +42,16 @@ def finish(ax, title: str, xlabel: str, legend_size: int) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("kNN top-1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend_size)
+    # below the axes: inside, it covered the curves it names
+    handles, labels = ax.get_legend_handles_labels()
+    labels = [textwrap.fill(label, 80) for label in labels]  # a long label would run into the next panel
+    ax.legend(handles, labels, fontsize=legend_size, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              frameon=False)
 
 
 def save(plt, fig, path: Path) -> bool:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps the legends below the axes
     plt.close(fig)
     return True
 
