@@ -74,7 +74,7 @@ ARCHIVED = ("config.yaml", "metrics.jsonl", "result.json")  # result.json last: 
 
 def archive(directory: Path, dest: Path) -> bool:
     """Copy a finished run's record (not its checkpoints) into the archive, unless it is there."""
-    if not finished(directory) or finished(dest) or directory.resolve() == dest.resolve():
+    if not finished(directory) or finished(dest):  # also: --out is the archive itself
         return False
     dest.mkdir(parents=True, exist_ok=True)
     for name in ARCHIVED:
@@ -197,10 +197,10 @@ def main() -> None:
     if args.readme:
         markers(Path(args.readme), name)  # a bad --readme stops here, before any run
     patterns = args.only.split(",")
-    runs = [r for r in load_grid(Path(args.grid)) if any(fnmatch.fnmatch(r["name"], pat) for pat in patterns)]
+    grid = load_grid(Path(args.grid))
+    runs = [r for r in grid if any(fnmatch.fnmatch(r["name"], pat) for pat in patterns)]
     if args.seeds is not None:
         runs = [r for r in runs if r["seed"] in {int(s) for s in args.seeds.split(",")}]
-    grid = load_grid(Path(args.grid))
     args.archive = Path(args.results) / f"{name}_runs"
     if args.report_only and not any(finished(d) for r in grid for d in run_dirs(r, args)):
         raise UsageError(f"no finished run of {args.grid} in {args.out} or {args.archive}: nothing to report")
