@@ -60,13 +60,13 @@ def run_dir(out: Path, run: dict) -> Path:
     return out / run["name"] / f"seed{run['seed']}"
 
 
-def run_dirs(run: dict, args) -> tuple[Path, Path]:
-    """Where a run may be finished: the working directory, or the committed archive."""
-    return run_dir(Path(args.out), run), run_dir(args.archive, run)
-
-
 def finished(directory: Path) -> bool:
     return (directory / "result.json").is_file()
+
+
+def done(run: dict, args) -> bool:
+    """Finished in the working directory or in the committed archive."""
+    return finished(run_dir(Path(args.out), run)) or finished(run_dir(args.archive, run))
 
 
 ARCHIVED = ("config.yaml", "metrics.jsonl", "result.json")  # result.json last: it marks a run done
@@ -135,7 +135,7 @@ def shown(cmd: list[str]) -> str:
 
 def perform(run: dict, args) -> str:
     directory = run_dir(Path(args.out), run)
-    if finished(directory) or finished(run_dir(args.archive, run)):
+    if done(run, args):
         return f"done already: {run['name']} seed {run['seed']}"
     directory.mkdir(parents=True, exist_ok=True)
     kind = run.get("kind", "pretrain")
@@ -202,13 +202,13 @@ def main() -> None:
     if args.seeds is not None:
         runs = [r for r in runs if r["seed"] in {int(s) for s in args.seeds.split(",")}]
     args.archive = Path(args.results) / f"{name}_runs"
-    if args.report_only and not any(finished(d) for r in grid for d in run_dirs(r, args)):
+    if args.report_only and not any(done(r, args) for r in grid):
         raise UsageError(f"no finished run of {args.grid} in {args.out} or {args.archive}: nothing to report")
     if not args.dry_run:
         for r in grid:  # runs finished before the archive existed, or by another driver
             archive(run_dir(Path(args.out), r), run_dir(args.archive, r))
     if not args.report_only:
-        todo = [r for r in runs if not any(finished(d) for d in run_dirs(r, args))]
+        todo = [r for r in runs if not done(r, args)]
         todo.sort(key=lambda r: r["seed"])  # every variant's first seed before any repeat
         print(f"{len(runs)} runs selected, {len(todo)} to do", flush=True)
         if args.dry_run:
