@@ -98,3 +98,23 @@ def test_a_stratified_cut_is_balanced_no_group_table_and_no_per_class_plot(tmp_p
     write_report(runs, tmp_path, tmp_path / "results", "tiny")
     assert "| `lt` | 1 | 62.00 | 30.00 | 10.00 |" in (tmp_path / "results" / "tiny_summary.md").read_text()
     assert (tmp_path / "results" / "tiny_per_class.png").stat().st_size > 10_000
+
+
+def variant(name: str, n: int, knn_end: float) -> dict:
+    return {"name": name, "n": n, "knn_end": knn_end}
+
+
+def test_a_panel_draws_the_default_and_the_best_confirmed_row_or_every_row_of_two():
+    from experiments.study_plots import drawn
+    screening = [variant("v3_bf", 3, 38.1), variant("v3_bf_w025", 1, 39.1), variant("v3_bf_gate", 3, 38.5),
+                 variant("v3_bf_pre", 1, 38.0)]
+    by_name = {s["name"]: s for s in screening}
+    # the one-seed row scores highest but is not confirmed: the best drawn is the 3-seed gate
+    assert drawn("v3", screening, by_name) == [("v3", "k-"), ("v3_bf", "C3--"), ("v3_bf_gate", "C0-")]
+    # the default is also the best: drawn once
+    assert drawn("v3", screening[:1] + screening[3:] + [variant("x", 1, 9.0)], by_name) == [
+        ("v3", "k-"), ("v3_bf", "C3--")]
+    # the 48-epoch point: no <baseline>_bf row, both BatchFormer rows drawn
+    long = [variant("v3_bf_long", 1, 50.0), variant("v3_authors_long", 1, 51.0)]
+    assert drawn("v3_long", long, {s["name"]: s for s in long}) == [
+        ("v3_long", "k-"), ("v3_bf_long", "C3--"), ("v3_authors_long", "C0-")]
