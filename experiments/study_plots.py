@@ -60,13 +60,14 @@ def drawn(base: str, bfs: list[dict], by_name: dict) -> list[tuple[str, str]]:
     """(row, line style) for a baseline's panel: the baseline, its default BatchFormer row
     (<baseline>_bf) and its best confirmed one; a baseline with at most two BatchFormer rows
     (the 48-epoch point: our placement and the authors' design) gets each of them."""
-    if len(bfs) <= 2:
-        return [(base, "k-")] + [(s["name"], style) for s, style in zip(bfs, ("C3--", "C0-"))]
+    default = f"{base}_bf" if f"{base}_bf" in by_name else None
+    if len(bfs) <= 2:  # the default first, so red dashed keeps meaning <baseline>_bf
+        names = sorted((s["name"] for s in bfs), key=lambda name: name != default)
+        return [(base, "k-")] + list(zip(names, ("C3--", "C0-")))
     # "best" among the confirmed (multi-seed) variants when there are any: a one-seed
     # screening row can be ~2 points off either way (experiments/README.md)
     confirmed = [s for s in bfs if s["n"] > 1] or bfs
     best = max(confirmed, key=lambda s: s["knn_end"])["name"]
-    default = f"{base}_bf" if f"{base}_bf" in by_name else None
     return [(name, style) for name, style in ((base, "k-"), (default, "C3--"), (best, "C0-"))
             if name is not None and not (style == "C0-" and name == default)]
 

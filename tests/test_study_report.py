@@ -118,3 +118,7 @@ def test_a_panel_draws_the_default_and_the_best_confirmed_row_or_every_row_of_tw
     long = [variant("v3_bf_long", 1, 50.0), variant("v3_authors_long", 1, 51.0)]
     assert drawn("v3_long", long, {s["name"]: s for s in long}) == [
         ("v3_long", "k-"), ("v3_bf_long", "C3--"), ("v3_authors_long", "C0-")]
+    # two rows, the default listed second: it still gets the red dashed line
+    pair = [variant("v3_authors", 3, 38.0), variant("v3_bf", 3, 38.1)]
+    assert drawn("v3", pair, {s["name"]: s for s in pair}) == [
+        ("v3", "k-"), ("v3_bf", "C3--"), ("v3_authors", "C0-")]
