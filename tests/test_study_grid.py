@@ -55,7 +55,10 @@ def test_long_tailed_rows_run_the_shipped_and_the_authors_bf_sections():
         assert config(rows[name]).method.name == recipe[:6]
     for name, row in rows.items():
         assert ("the authors'" in row["label"]) == authors_design(config(row)), name
-        assert row["linear"] and len(row["seeds"]) == 3, name
+        # every row has 3 seeds; the comparison the power plan needs (experiments/README.md,
+        # "Power") has 6
+        seeds = 6 if name in ("lt_v3", "lt_v3_bf") else 3
+        assert row["linear"] and row["seeds"] == list(range(seeds)), name
 
 
 def test_balanced_control_differs_from_the_long_tailed_baseline_only_in_the_data_cut():
@@ -100,3 +103,19 @@ def test_the_lt_grid_probes_every_row_at_its_recipes_lr_also_runs_written_before
         # the pin is what the recipes say now: a run written today is probed as its config says
         assert config(run).linear == load_config([f"recipe={run['recipe']}", *run.get("overrides", []),
                                                   *probe]).linear, run["name"]
+
+
+def test_the_full_cifar_rows_differ_only_in_the_shipped_bf_section():
+    rows = {r["name"]: r for r in yaml_load((REPO / "experiments" / "study_full_grid.yaml").read_text())["variants"]}
+    plain, bf = config(rows["full_v3"]), config(rows["full_v3_bf"])
+    assert (plain.data.subset, plain.data.imbalance, plain.train.epochs) == (None, None, 100)
+    assert bf.bf == load_config(["recipe=mocov3_bf"]).bf and not plain.bf.enabled
+    for section in ("method", "model", "data", "aug", "train", "knn", "linear"):
+        assert getattr(plain, section) == getattr(bf, section), section
+    assert rows["full_v3"]["seeds"] == rows["full_v3_bf"]["seeds"] == [0]
+
+
+def test_the_power_plans_rows_share_seeds_with_their_baseline():
+    rows = grid()
+    for name in ("v3_bf", "v3_authors"):
+        assert rows[name]["seeds"] == rows["v3"]["seeds"] == list(range(10)), name
