@@ -17,7 +17,8 @@ are ~5x slower than one after another: --parallel N is for machines with many co
 box), where each run gets its share of the data-loading workers. The report (experiments/study_report.py) writes
 experiments/results/<report>_runs.csv, <report>_summary.md and the plots; --readme
 experiments/README.md also puts the summary between that file's <!-- <report>_summary -->
-markers, so the document's table is always the report's.
+markers, so the document's table is always the report's (and the project README's study verdict
+is the paired tests', experiments/study_tests.py).
 """
 from __future__ import annotations
 
@@ -219,7 +220,8 @@ def main() -> None:
             for message in pool.map(lambda r: attempt(r, args), todo):
                 print(message, flush=True)
     if any(finished(run_dir(args.archive, r)) for r in grid):
-        write_report(grid, args.archive, Path(args.results), name, Path(args.readme) if args.readme else None)
+        write_report(grid, args.archive, Path(args.results), name, Path(args.readme) if args.readme else None,
+                     REPO / "README.md" if args.readme else None)
 
 
 if __name__ == "__main__":

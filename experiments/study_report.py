@@ -9,6 +9,7 @@
                          by seed), losses, spread; with a second table per many / medium /
                          few group under imbalanced pretraining (the long-tailed study)
     plots: experiments/study_plots.py
+    study_tests.md       the confirmatory family's paired tests (experiments/study_tests.py)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import statistics
 from pathlib import Path
 
 from experiments.study_plots import long_tailed, plot_curves, plot_per_class
+from experiments.study_tests import write_tests
 from ssl_bf.errors import UsageError
 
 GROUPS = ("many", "medium", "few")
@@ -201,7 +203,10 @@ def splice(readme: Path, name: str, text: str) -> None:
 
 
 def write_report(runs: list[dict], out: Path, results: Path, name: str = "study",
-                 readme: Path | None = None) -> None:
+                 readme: Path | None = None, verdict: Path | None = None) -> None:
+    """The report's files; `readme` gets the tables between its markers, and for the two
+    studies of the confirmatory family (experiments/study_tests.py) `readme` gets the tests'
+    table and `verdict` (the project README) the sentences."""
     rows = collect(runs, out)
     results.mkdir(parents=True, exist_ok=True)
     with open(results / f"{name}_runs.csv", "w", newline="") as f:
@@ -220,3 +225,5 @@ def write_report(runs: list[dict], out: Path, results: Path, name: str = "study"
     if imbalanced:
         plot_per_class(rows, summary, results / f"{name}_per_class.png")
     print(text)
+    if name in ("study", "study_lt"):
+        print(write_tests(results, [p for p in (readme, verdict) if p is not None]))
