@@ -57,7 +57,8 @@ def views_alone(args, repeats: int = 10) -> dict:
     from PIL import Image
 
     from ssl_bf.config import load_config
-    from ssl_bf.data.pipeline import batched_views, build_source
+    from ssl_bf.data.pipeline import build_source
+    from ssl_bf.data.pretrain_input import batched_views
     from ssl_bf.data.transforms import pretrain_transform
 
     cfg = load_config([f"recipe={args.method}", f"data.root={args.root}"])

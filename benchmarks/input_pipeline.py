@@ -31,7 +31,8 @@ from PIL import Image
 import timing  # puts the repo root on sys.path
 from ssl_bf.config import load_config
 from ssl_bf.config.schema import DataConfig
-from ssl_bf.data.pipeline import EvalDataset, ViewsDataset, build_source
+from ssl_bf.data.pipeline import EvalDataset, build_source
+from ssl_bf.data.pretrain_input import ViewsDataset
 from ssl_bf.data.transforms import eval_transform, pretrain_transform
 
 

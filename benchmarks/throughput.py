@@ -146,7 +146,7 @@ class SslStep:
         self.step.model = torch.compile(self.step.model)
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trainer._layout: channels_last inputs when the config asks (a no-op if they are)."""
+        """As PretrainInput.views: channels_last inputs when the config asks (a no-op if they are)."""
         if not self.cfg.train.channels_last:
             return self.x1, self.x2
         return tuple(x.contiguous(memory_format=torch.channels_last) for x in (self.x1, self.x2))

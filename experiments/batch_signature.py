@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from ssl_bf.config import load_config
 from ssl_bf.config.load import read_saved_config
-from ssl_bf.data.pipeline import batched_views, build_source
+from ssl_bf.data.pipeline import build_source
+from ssl_bf.data.pretrain_input import batched_views
 from ssl_bf.methods import build_method
 from ssl_bf.rundir.checkpoint import find_latest, load_checkpoint
 from ssl_bf.training.online_probe import OnlineProbe

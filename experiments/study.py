@@ -36,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from experiments.study_report import markers, write_report  # noqa: E402
+from experiments.markers import markers  # noqa: E402
+from experiments.study_report import write_report  # noqa: E402
 from ssl_bf.config import yaml_load  # noqa: E402
 from ssl_bf.errors import UsageError, exit_on_usage_error  # noqa: E402
 

@@ -19,8 +19,8 @@ import statistics
 from pathlib import Path
 
 from experiments.study_plots import long_tailed, plot_curves, plot_per_class
+from experiments.markers import splice
 from experiments.study_tests import write_tests
-from ssl_bf.errors import UsageError
 
 GROUPS = ("many", "medium", "few")
 FIELDS = ["name", "seed", "kind", "knn_mid", "knn_end", *[f"knn_{g}" for g in GROUPS],
@@ -183,23 +183,6 @@ def markdown_groups(summary: list[dict]) -> str:
                      f"{fmt(s['linear'], s['linear_sd'], n)} | {' | '.join(lin)} | "
                      f"{fmt_paired(s['paired_linear_few'])} |")
     return "\n" + "\n".join(lines) + "\n"
-
-
-def markers(readme: Path, name: str) -> tuple[str, str]:
-    """The report's markers in `readme`; a usage error unless it holds exactly one pair."""
-    start, end = f"<!-- {name}_summary -->", f"<!-- /{name}_summary -->"
-    doc = readme.read_text() if readme.is_file() else ""
-    if doc.count(start) != 1 or doc.count(end) != 1 or doc.index(start) > doc.index(end):
-        raise UsageError(f"--readme {readme} needs one {start} ... {end} pair to hold the report")
-    return start, end
-
-
-def splice(readme: Path, name: str, text: str) -> None:
-    """Put the report between `<!-- <name>_summary -->` and `<!-- /<name>_summary -->` in a
-    document, so its tables are the report's and never a hand copy."""
-    start, end = markers(readme, name)
-    head, rest = readme.read_text().split(start)
-    readme.write_text(head + start + "\n" + text.strip("\n") + "\n" + end + rest.split(end, 1)[1])
 
 
 def write_report(runs: list[dict], out: Path, results: Path, name: str = "study",

@@ -13,6 +13,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments.markers import splice
 from experiments.study_stats import Paired, detectable, holm, paired_test
 
 ALPHA = 0.05  # family-wise
@@ -120,8 +121,6 @@ def write_tests(results: Path, readmes: list[Path] = ()) -> str:
     """results/study_tests.md (the table, then the family's sentences); a readme holding
     <!-- study_tests_summary --> markers gets the table, one holding <!-- study_verdict_summary -->
     the sentences."""
-    from experiments.study_report import splice  # the report imports this module
-
     tested = run_tests(results)
     table, words = markdown(tested), sentences(tested)
     (results / "study_tests.md").write_text(table + "\n" + words)

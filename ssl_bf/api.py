@@ -5,22 +5,20 @@
     features = backbone(images)                             # (B, 3, S, S) normalised -> (B, dim)
 
     cfg = ssl_bf.load_config(["recipe=mocov3_bf", "model.width=0.25"])
-    model = ssl_bf.build_model(cfg)                         # forward(x1, x2) -> {"loss", ...}
+    model = ssl_bf.build_model(cfg)                         # forward([x1, x2]) -> StepOutput
 """
 from __future__ import annotations
 
 import os
 
-from torch import nn
-
 from ssl_bf.config.schema import Config
-from ssl_bf.methods import build_method
+from ssl_bf.methods import Method, build_method
 
 
-def build_model(config: Config, world_size: int = 1) -> nn.Module:
-    """The training module of a config: `model(x1, x2)` returns a dict whose "loss" to
-    backward; after each optimizer step call `model.update_key_encoder(momentum)`.
-    `model.backbone` is the network to keep."""
+def build_model(config: Config, world_size: int = 1) -> Method:
+    """The training module of a config (ssl_bf/methods/base.py): `model([x1, x2])` takes the
+    views of one batch and returns a StepOutput whose `.loss` to backward; after each optimizer
+    step call `model.update_key_encoder(momentum)`. `model.backbone` is the network to keep."""
     return build_method(config, world_size)
 
 

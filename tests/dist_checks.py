@@ -45,10 +45,10 @@ def eval_mode_loss_and_grads(acc, args: list[str], seed: int) -> tuple:
     model = acc.prepare(method)
     x1, x2 = global_views(seed)
     sl = my_slice(acc)
-    out = model(x1[sl], x2[sl])
-    acc.backward(out["loss"])
+    out = model([x1[sl], x2[sl]])
+    acc.backward(out.loss)
     grads = torch.cat([p.grad.flatten() for p in method.query.parameters() if p.grad is not None])
-    return acc.reduce(out["loss"].detach(), "mean"), grads
+    return acc.reduce(out.loss.detach(), "mean"), grads
 
 
 def mocov3_loss_and_grads(acc) -> dict:
@@ -73,9 +73,9 @@ def authors_v2_queue(acc) -> dict:
     model = acc.prepare(method)
     torch.manual_seed(300)
     x1, x2 = global_views(30)
-    out = model(*(x[my_slice(acc)] for x in (x1, x2)))
+    out = model([x[my_slice(acc)] for x in (x1, x2)])
     return {"authors_v2_queues": acc.gather(method.queue.keys.unsqueeze(0)),
-            "authors_v2_plain_keys": acc.gather(out["keys"]), "authors_v2_ptr": method.queue.ptr.clone()}
+            "authors_v2_plain_keys": acc.gather(out.keys), "authors_v2_ptr": method.queue.ptr.clone()}
 
 
 def mocov2_queue(acc) -> dict:
@@ -88,8 +88,8 @@ def mocov2_queue(acc) -> dict:
         torch.manual_seed(100 + step)
         x1, x2 = global_views(10 + step)
         sl = my_slice(acc)
-        out = model(x1[sl], x2[sl])
-    last_keys = acc.gather(out["keys"])  # rank order = global batch order
+        out = model([x1[sl], x2[sl]])
+    last_keys = acc.gather(out.keys)  # rank order = global batch order
     queues = acc.gather(method.queue.keys.unsqueeze(0))
     return {"v2_queues": queues, "v2_last_keys": last_keys, "v2_ptr": method.queue.ptr.clone()}
 
@@ -144,7 +144,7 @@ def params_after_steps(acc) -> dict:
         torch.manual_seed(200 + step + 1000 * acc.process_index)  # different dropout per rank
         x1, x2 = global_views(20 + step)
         sl = my_slice(acc)
-        acc.backward(model(x1[sl], x2[sl])["loss"])
+        acc.backward(model([x1[sl], x2[sl]]).loss)
         optimizer.step()
         optimizer.zero_grad()
         method.update_key_encoder(0.9)

@@ -68,9 +68,9 @@ def test_their_v2_head_equals_their_forward_per_device(devices):
         [mod for mod in head_q if isinstance(mod, nn.BatchNorm1d)]))
     m.zero_grad()  # the reference ran through our backbone
     torch.manual_seed(11)
-    out = m(x1, x2)
-    out["loss"].backward()
-    assert abs(out["loss"].item() - ref.item()) < 1e-5 * ref.item()
+    out = m([x1, x2])
+    out.loss.backward()
+    assert abs(out.loss.item() - ref.item()) < 1e-5 * ref.item()
     assert_close(grads(m.query.bf), theirs_bf)
     ours_bn = [mod for mod in m.query.projector.modules() if hasattr(mod, "running_var")]
     assert len(ours_bn) == 2  # BN after both hidden Linears, none at the output

@@ -126,9 +126,9 @@ def test_mocov3_authors_equals_their_forward_loss_and_gradients(trainable):
     x1, x2 = views()
     ref_loss, ref = their_v3(m, cfg, x1, x2)
     ref_loss.backward()
-    out = m(x1, x2)
-    out["loss"].backward()
-    assert abs(out["loss"].item() - ref_loss.item()) < 1e-5 * ref_loss.item()
+    out = m([x1, x2])
+    out.loss.backward()
+    assert abs(out.loss.item() - ref_loss.item()) < 1e-5 * ref_loss.item()
     for part in ("backbone", "projector", "predictor"):
         assert_close(grads(getattr(m.query, part)), grads(ref[part]))
     if trainable:
@@ -144,7 +144,7 @@ def test_mocov3_authors_recipe_layer_is_frozen_trainable_layer_learns():
         opt = build_optimizer(cfg, m)
         set_lr(opt, 0.5)
         before = copy.deepcopy(m.query.bf.state_dict())
-        m(*views())["loss"].backward()
+        m(views()).loss.backward()
         opt.step()
         changed = any(not torch.equal(v, m.query.bf.state_dict()[k]) for k, v in before.items())
         assert changed == moves
@@ -233,9 +233,9 @@ def test_mocov2_authors_equals_their_forward_and_enqueues_both_key_streams(split
     ref_loss, ref_keys, ref = their_v2(m, cfg, x1, x2, queue, perm, devices)
     ref_loss.backward()
     torch.manual_seed(11)
-    out = m(x1, x2)
-    out["loss"].backward()
-    assert abs(out["loss"].item() - ref_loss.item()) < 1e-5 * ref_loss.item()
+    out = m([x1, x2])
+    out.loss.backward()
+    assert abs(out.loss.item() - ref_loss.item()) < 1e-5 * ref_loss.item()
     for part in ("backbone", "projector", "bf"):
         assert_close(grads(getattr(m.query, part)), grads(ref[part]))
     assert all(p.grad is None for p in m.key.parameters())
@@ -247,8 +247,8 @@ def test_mocov2_authors_equals_their_forward_and_enqueues_both_key_streams(split
 def test_pairing_losses_compose_as_documented():
     cfg, m = make("mocov3_bf_authors", "bf.dropout=0.0", "bf.loss=pair_mean")
     x1, x2 = views()
-    summed = make("mocov3_bf_authors", "bf.dropout=0.0")[1](x1, x2)["loss"]
-    assert abs(m(x1, x2)["loss"].item() - summed.item() / 4) < 1e-5
+    summed = make("mocov3_bf_authors", "bf.dropout=0.0")[1]([x1, x2]).loss
+    assert abs(m([x1, x2]).loss.item() - summed.item() / 4) < 1e-5
 
 
 def test_split_scope_attends_within_each_group_and_whole_batch_scope_does_not():
@@ -288,9 +288,9 @@ def test_per_stream_queues_score_each_pairing_against_its_key_streams_queue():
     ref_loss, ref_keys, ref = their_v2(m, cfg, x1, x2, queue, bf_queue=bf_queue)
     shared_loss, _, _ = their_v2(m, cfg, x1, x2, queue)
     ref_loss.backward()
-    out = m(x1, x2)
-    out["loss"].backward()
-    assert abs(out["loss"].item() - ref_loss.item()) < 1e-5 * ref_loss.item()
+    out = m([x1, x2])
+    out.loss.backward()
+    assert abs(out.loss.item() - ref_loss.item()) < 1e-5 * ref_loss.item()
     assert abs(ref_loss.item() - shared_loss.item()) > 1e-3  # the queues do matter
     for part in ("backbone", "projector", "bf"):
         assert_close(grads(getattr(m.query, part)), grads(ref[part]))

@@ -8,7 +8,8 @@ from PIL import Image
 
 from ssl_bf.config.schema import AugConfig, DataConfig
 from ssl_bf.data.images import BadImage, read_image, stratified_first
-from ssl_bf.data.pipeline import ViewsDataset, build_source
+from ssl_bf.data.pipeline import build_source
+from ssl_bf.data.pretrain_input import ViewsDataset
 from ssl_bf.data.sampler import GlobalBatchSampler
 from ssl_bf.data.transforms import pretrain_transform
 from ssl_bf.errors import UsageError
@@ -67,12 +68,12 @@ def test_accumulation_and_resume_offsets():
 def test_views_are_a_function_of_seed_epoch_and_index(cifar_root):
     source = build_source(DataConfig(root=str(cifar_root)), "pretrain", subset=10)
     ds = ViewsDataset(source, pretrain_transform("mocov3", 32, AugConfig()), seed=0)
-    a, b = ds[(0, 4)], ds[(0, 4)]
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    a, b = ds[(0, 4)].images, ds[(0, 4)].images  # (2 views, 3, 32, 32)
+    assert a.shape == (2, 3, 32, 32) and torch.equal(a, b)
     assert not torch.equal(a[0], a[1])  # two different augmentations
-    assert not torch.equal(ds[(1, 4)][0], a[0])  # another epoch, other views
+    assert not torch.equal(ds[(1, 4)].images[0], a[0])  # another epoch, other views
     torch.manual_seed(123)  # the global RNG state does not matter
-    assert torch.equal(ds[(0, 4)][0], a[0])
+    assert torch.equal(ds[(0, 4)].images, a)
 
 
 def test_views_identical_with_and_without_workers(cifar_root):
@@ -80,8 +81,9 @@ def test_views_identical_with_and_without_workers(cifar_root):
     ds = ViewsDataset(source, pretrain_transform("mocov2", 32, AugConfig()), seed=0)
     sampler = GlobalBatchSampler(16, 8, 1, 0, 1, seed=0, epoch=0)
     loaders = [torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=w) for w in (0, 2)]
-    for (a1, a2, ai, _), (b1, b2, bi, _) in zip(*loaders):
-        assert torch.equal(ai, bi) and torch.equal(a1, b1) and torch.equal(a2, b2)
+    for a, b in zip(*loaders):
+        assert torch.equal(a.index, b.index) and torch.equal(a.images, b.images)
+        assert a.images.shape == (8, 2, 3, 32, 32) and (a.epoch == 0).all() and (a.bad == -1).all()
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK", "LA"])

@@ -43,8 +43,8 @@ def test_bf_parameters_get_gradients_and_change_after_a_step():
         opt = build_optimizer(cfg, method)
         set_lr(opt, 0.1)
         before = copy.deepcopy(method.query.bf.state_dict())
-        out = method(*views())
-        out["loss"].backward()
+        out = method(views())
+        out.loss.backward()
         grads = [p.grad for p in method.query.bf.parameters()]
         assert all(g is not None and g.abs().sum() > 0 for g in grads), recipe
         opt.step()
@@ -57,7 +57,7 @@ def test_fixed_random_bf_gets_no_gradient_and_is_not_optimised():
     opt = build_optimizer(cfg, method)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert not any(id(p) in in_opt for p in method.query.bf.parameters())
-    method(*views())["loss"].backward()
+    method(views()).loss.backward()
     assert all(p.grad is None for p in method.query.bf.parameters())
 
 
@@ -81,9 +81,9 @@ def test_disabled_bf_is_exactly_the_plain_method():
         assert off.query.bf is None
         off.load_state_dict(plain.state_dict())
         torch.manual_seed(5)
-        a = plain(*views())["loss"]
+        a = plain(views()).loss
         torch.manual_seed(5)
-        b = off(*views())["loss"]
+        b = off(views()).loss
         assert torch.equal(a, b), name
 
 
@@ -93,19 +93,19 @@ def test_mocov2_plain_stream_is_unchanged_by_a_post_projector_bf():
     missing, unexpected = with_bf.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("query.bf.") for k in missing)
     torch.manual_seed(3)
-    a = plain(*views())
+    a = plain(views())
     torch.manual_seed(3)
-    b = with_bf(*views())
-    assert torch.allclose(a["loss_plain"], b["loss_plain"], atol=1e-6)
+    b = with_bf(views())
+    assert torch.allclose(a.loss_plain, b.loss_plain, atol=1e-6)
     w = cfg.bf.loss_weight  # DESIGN: loss = (L_plain + w L_bf) / (1 + w)
-    expected = (float(b["loss_plain"]) + w * float(b["loss_bf"])) / (1 + w)
-    assert b["loss_bf"] is not None and abs(float(b["loss"].detach()) - expected) < 1e-5
+    expected = (float(b.loss_plain) + w * float(b.loss_bf)) / (1 + w)
+    assert b.loss_bf is not None and abs(float(b.loss.detach()) - expected) < 1e-5
 
 
 def test_mocov3_loss_is_the_naive_composition():
     cfg, m = make("mocov3", "bf.enabled=false")
     x1, x2 = views()
-    out = m(x1, x2)
+    out = m([x1, x2])
     q1 = m.query.predictor(m.query.projector(m.query.backbone(x1)))
     q2 = m.query.predictor(m.query.projector(m.query.backbone(x2)))
     with torch.no_grad():
@@ -113,19 +113,19 @@ def test_mocov3_loss_is_the_naive_composition():
         k2 = F.normalize(m.key.projector(m.key.backbone(x2)), dim=1)
     t = cfg.method.temperature
     expected = mocov3_contrastive(q1, k2, 0, t) + mocov3_contrastive(q2, k1, 0, t)
-    assert torch.allclose(out["loss"], expected, atol=1e-5)
+    assert torch.allclose(out.loss, expected, atol=1e-5)
 
 
 def test_mocov2_enqueues_keys_and_scores_against_the_old_queue():
     cfg, m = make("mocov2", "method.bn_splits=1")
     x1, x2 = views()
     old = m.queue.keys.clone()
-    out = m(x1, x2)
+    out = m([x1, x2])
     with torch.no_grad():
         k2 = F.normalize(m.key.projector(m.key.backbone(x2)), dim=1)
     q = F.normalize(m.query.projector(m.query.backbone(x1)), dim=1)
     expected = info_nce_queue(q, k2, old, cfg.method.temperature)
-    assert torch.allclose(out["loss"], expected, atol=1e-5)
+    assert torch.allclose(out.loss, expected, atol=1e-5)
     assert torch.allclose(m.queue.keys[:16], k2, atol=1e-6) and int(m.queue.ptr) == 16
 
 
@@ -174,7 +174,7 @@ def test_lars_exempts_every_one_dimensional_tensor_batchformer_included():
     assert all((id(p) in decayed) == (p.ndim > 1) for p in m.parameters() if p.requires_grad)
     lr = 0.5
     set_lr(opt, lr)
-    m(*views())["loss"].backward()
+    m(views()).loss.backward()
     before = {n: (p.detach().clone(), p.grad.clone()) for n, p in m.named_parameters()
               if p.grad is not None}
     opt.step()

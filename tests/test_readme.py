@@ -122,7 +122,7 @@ def test_the_error_example_prints_what_the_readme_says():
 def test_python_api_example(quickstart):
     namespace = run_marked_python("api-example", REPO)
     assert tuple(namespace["features"].shape) == (8, namespace["backbone"].dim)
-    assert bool(namespace["torch"].isfinite(namespace["out"]["loss"]))
+    assert bool(namespace["torch"].isfinite(namespace["out"].loss))
 
 
 def test_export_example_loads_strictly_into_torchvision(tmp_path, cifar_root):

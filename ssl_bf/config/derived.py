@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ssl_bf.config.methods import traits
 from ssl_bf.config.schema import Config, ModelConfig
 from ssl_bf.errors import UsageError
 
@@ -59,12 +60,20 @@ class Plan:
     probe_lr: float  # the online probe's, likewise
 
 
+def split_bn_groups(cfg: Config, world: int) -> int:
+    """BatchNorm groups one process splits its batch into (1: plain BN): a method with split
+    BN (config/methods.py) on a single process, the stand-in for shuffle-BN across GPUs."""
+    if traits(cfg.method.name).split_bn and world == 1 and cfg.method.bn_splits > 1:
+        return cfg.method.bn_splits
+    return 1
+
+
 def attention_group(cfg: Config, world: int, micro: int) -> int:
     """How many samples BatchFormer attends over together (bf.scope)."""
     if cfg.bf.scope == "global":
         return micro * world
-    if cfg.bf.scope == "split" and cfg.method.name == "mocov2" and world == 1:
-        return micro // cfg.method.bn_splits
+    if cfg.bf.scope == "split":
+        return micro // split_bn_groups(cfg, world)
     return micro
 
 
@@ -79,7 +88,7 @@ def make_plan(cfg: Config, world: int, images: int) -> Plan:
                          f"({images} images at {cfg.data.root})")
     micro = t.batch_size // (world * t.accumulate)
     # one process splits its batch into bn_splits groups (shuffle-BN's stand-in)
-    if cfg.method.name == "mocov2" and world == 1 and micro % cfg.method.bn_splits:
+    if micro % split_bn_groups(cfg, world):
         raise UsageError(f"method.bn_splits: {cfg.method.bn_splits} does not divide the "
                          f"per-process batch {micro}")
     if cfg.bf.enabled and cfg.bf.mask_self and attention_group(cfg, world, micro) < 2:

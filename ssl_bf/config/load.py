@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from ssl_bf.config.derived import batchformer_dim, vit_patch_size
+from ssl_bf.config.methods import METHODS, traits
 from ssl_bf.config.ranges import check_ranges
 from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError, did_you_mean
@@ -253,10 +254,13 @@ def validate(cfg: Config) -> Config:
         raise UsageError("knn.k: expected a list of positive integers, got []")
     _validate_model(cfg)
     _validate_bf_streams(cfg.bf)
-    if cfg.bf.queue == "per_stream" and cfg.method.name != "mocov2":
-        raise UsageError(f"bf.queue: per_stream is about MoCo-v2's queue; {cfg.method.name} has none")
-    if cfg.method.proj_bn and cfg.method.name != "mocov2":
-        raise UsageError("method.proj_bn: MoCo-v2 only (MoCo-v3's projector always has BatchNorm)")
+    method = traits(cfg.method.name)
+    if cfg.bf.queue == "per_stream" and not method.queue:
+        raise UsageError(f"bf.queue: per_stream is about a queue of keys; {cfg.method.name} has none")
+    if cfg.method.proj_bn and not method.optional_head_bn:
+        takers = " / ".join(t.title for t in METHODS.values() if t.optional_head_bn)
+        raise UsageError(f"method.proj_bn: {takers} only ({method.title}'s projector always has "
+                         "BatchNorm)")
     _validate_bf_width(cfg)
     _validate_imbalance(cfg.data)
     return cfg

@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from ssl_bf.config.methods import MethodName
+
 
 @dataclass
 class MethodConfig:
-    name: Literal["mocov2", "mocov3"] = "mocov3"
+    name: MethodName = "mocov3"  # config/methods.py registers the names
     temperature: float = 0.2
     momentum: float = 0.99  # key-encoder EMA (v3: start of the cosine to momentum_end)
     momentum_end: Optional[float] = None  # null = constant momentum (MoCo-v2)

@@ -1,4 +1,4 @@
-"""Two augmented views of a uint8 image batch, made on the training device (`aug.batched`).
+"""Augmented views of a uint8 image batch, made on the training device (`aug.batched`).
 
 The loader hands over decoded uint8 images; each view is then a handful of batched
 tensor ops with per-image parameters (ssl_bf/data/batched_ops.py) in lightly's order:
@@ -43,20 +43,20 @@ def apply_view(images: torch.Tensor, p: ViewParams, spec: ViewSpec) -> torch.Ten
 
 
 class BatchedViews:
-    """(uint8 (B, 3, H, W) images, (B,) indices, epoch) -> (view1, view2), on the images' device."""
+    """(uint8 (B, 3, H, W) images, (B,) indices, epoch) -> [one view per spec], on the images'
+    device."""
 
-    def __init__(self, specs: tuple[ViewSpec, ViewSpec], seed: int):
+    def __init__(self, specs: tuple[ViewSpec, ...], seed: int):
         self.specs, self.seed = specs, seed
 
     @classmethod
     def from_lightly(cls, transform, seed: int) -> "BatchedViews":
-        """The two views of a lightly multi-view transform (MoCoV2Transform, BYOLTransform)."""
-        first, second = transform.transforms
-        return cls((spec_from_lightly(first), spec_from_lightly(second)), seed)
+        """The views of a lightly multi-view transform (MoCoV2Transform, BYOLTransform)."""
+        return cls(tuple(spec_from_lightly(view) for view in transform.transforms), seed)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, index: torch.Tensor, epoch: int):
-        """images: uint8 (B, 3, H, W), or (B, 2, 3, S, S) crops already cut by crop_pair."""
+    def __call__(self, images: torch.Tensor, index: torch.Tensor, epoch: int) -> list[torch.Tensor]:
+        """images: uint8 (B, 3, H, W), or (B, V, 3, S, S) crops already cut by crop_views."""
         views = []
         for v, spec in enumerate(self.specs):
             x = images if images.dim() == 4 else images[:, v]
@@ -65,11 +65,11 @@ class BatchedViews:
                 p.top, p.left = torch.zeros_like(p.top), torch.zeros_like(p.left)
                 p.height, p.width = torch.full_like(p.height, x.shape[2]), torch.full_like(p.width, x.shape[3])
             views.append(apply_view(x, p, spec))
-        return tuple(views)
+        return views
 
 
-def crop_pair(image: torch.Tensor, views: BatchedViews, epoch: int, index: int) -> torch.Tensor:
-    """uint8 (3, H, W) -> uint8 (2, 3, S, S): each view's random resized crop of one image of
+def crop_views(image: torch.Tensor, views: BatchedViews, epoch: int, index: int) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (V, 3, S, S): each view's random resized crop of one image of
     any size, with the parameters BatchedViews would draw for it (torchvision's
     resized_crop, bilinear, antialiased); the rest of each view is made on the device."""
     _, h, w = image.shape

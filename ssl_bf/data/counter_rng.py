@@ -1,5 +1,10 @@
 """Random numbers as a pure function of their address: (seed, epoch, stream, image, draw).
 
+Two hashes of an address live here. `mix_seed` gives the seed of a whole RNG (the PIL
+views' per-sample seed, the model's per-step seed); `stream_base`/`uniforms` give batched
+augmentation its numbers directly. They are different functions of their keys, and every
+committed run depends on one or the other, so neither replaces the other.
+
 Batched augmentation draws every image's parameters at once, yet the views of image i
 must depend only on (seed, epoch, i) - not on the batch it lands in, the number of
 workers or processes, or a resume in mid-epoch. A counter-based generator gives that
@@ -11,7 +16,10 @@ algorithm needs.
 """
 from __future__ import annotations
 
+import random
+
 import numpy as np
+import torch
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -37,3 +45,19 @@ def uniforms(base: np.uint64, index: np.ndarray, draws: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         z = _finalise(base + (n + np.uint64(1)) * _GAMMA)
     return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def mix_seed(*parts: int) -> int:
+    """A 64-bit hash of integers (splitmix64 steps): neighbouring keys get unrelated seeds."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h
+
+
+def seed_all(seed: int) -> None:
+    """Seed the CPU RNGs an augmentation may draw from (torch, random, numpy)."""
+    torch.random.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)

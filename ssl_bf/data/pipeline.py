@@ -1,29 +1,18 @@
-"""Datasets and loaders for pretraining (two augmented views) and evaluation.
-
-Augmentation is a pure function of (seed, epoch, index). With `aug.batched: false`
-every sample seeds the RNGs its PIL transform draws from (torch, random, numpy -
-lightly's blur and solarize use numpy) before it is augmented in a worker; with
-`aug.batched: true` the loader yields uint8 images and the views are made on the
-training device from counter-based draws (ssl_bf/data/batched_views.py). Either
-way the views are the same with 0 or 8 workers, on 1 or 2 processes, and after a
-resume in mid-epoch.
-"""
+"""Splits and evaluation data: a split cut as the config says (subset, long tail), decoded
+into memory when it fits; images read robustly; the evaluation dataset; loader workers.
+Pretraining's loader and views: data/pretrain_input.py."""
 from __future__ import annotations
-
-import random
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ssl_bf.config.schema import Config, DataConfig
-from ssl_bf.data.batched_views import BatchedViews, crop_pair
 from ssl_bf.data.datasets import open_split
 from ssl_bf.data.images import (BadImage, ImageSource, cpu_threads, decode_all, long_tail_first,
                                 stratified_first)
-from ssl_bf.data.sampler import GlobalBatchSampler
-from ssl_bf.data.transforms import eval_transform, pretrain_transform
+from ssl_bf.data.transforms import eval_transform
 from ssl_bf.errors import UsageError
 
 
@@ -80,22 +69,6 @@ def build_source(cfg: DataConfig, split: str, subset: int | None = None,
     return source
 
 
-def mix_seed(*parts: int) -> int:
-    """A 64-bit hash of integers (splitmix64 steps): neighbouring keys get unrelated seeds."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h
-
-
-def seed_all(seed: int) -> None:
-    """Seed the CPU RNGs an augmentation may draw from."""
-    torch.random.default_generator.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed & 0xFFFFFFFF)
-
-
 class RobustLoader:
     """Load image i; an unreadable one is replaced by the next readable image.
 
@@ -118,55 +91,6 @@ class RobustLoader:
                     raise UsageError(f"data.strict: unreadable image {err}") from None
                 first_bad = i if first_bad < 0 else first_bad
         raise UsageError(f"data.root: no readable image in {self.source.description}")
-
-
-class ViewsDataset(Dataset):
-    """key (epoch, index) -> (view1, view2, index, replaced bad index or -1)."""
-
-    def __init__(self, source: ImageSource, transform, seed: int, strict: bool = False):
-        self.load = RobustLoader(source, strict)
-        self.transform, self.seed = transform, seed
-
-    def __len__(self) -> int:
-        return len(self.load.source)
-
-    def __getitem__(self, key):
-        epoch, index = key
-        image, bad = self.load(index)
-        seed_all(mix_seed(self.seed, epoch, index))
-        v1, v2 = self.transform(Image.fromarray(image))
-        return v1, v2, index, bad
-
-
-class ImagesDataset(Dataset):
-    """key (epoch, index) -> (uint8 image (3, H, W), epoch, index, replaced bad index or -1).
-
-    Images of mixed sizes cannot be stacked: for those (native_size None) each view's
-    random resized crop is cut here, in the worker, with the parameters the device
-    would draw, and the item is the uint8 pair (2, 3, S, S) of crops.
-    """
-
-    def __init__(self, source: ImageSource, seed: int, views: BatchedViews | None = None,
-                 strict: bool = False):
-        self.load = RobustLoader(source, strict)
-        self.seed, self.views = seed, views
-
-    def __len__(self) -> int:
-        return len(self.load.source)
-
-    def __getitem__(self, key):
-        epoch, index = key
-        image, bad = self.load(index)
-        image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if self.views is not None:
-            image = crop_pair(image, self.views, epoch, index)
-        return image, epoch, index, bad
-
-
-def batched_views(cfg: Config) -> BatchedViews:
-    """The device-side view maker with the recipe's lightly transform's parameters."""
-    transform = pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug)
-    return BatchedViews.from_lightly(transform, cfg.train.seed)
 
 
 class EvalDataset(Dataset):
@@ -198,25 +122,6 @@ def default_workers(cfg: DataConfig, processes_per_node: int, batched: bool = Fa
     if batched:
         return 1
     return max(1, min(8, cpu_threads() // max(1, processes_per_node)))
-
-
-def pretrain_loader(cfg: Config, source: ImageSource, rank: int, world: int,
-                    workers: int) -> DataLoader:
-    """This process's micro-batches; call `loader.batch_sampler.set_epoch(e, step)`
-    before iterating. Workers persist across epochs (the sampler runs in this
-    process, so they need not be re-forked to learn the new order)."""
-    if cfg.aug.batched:
-        mixed_sizes = source.native_size is None
-        dataset = ImagesDataset(source, cfg.train.seed, batched_views(cfg) if mixed_sizes else None,
-                                cfg.data.strict)
-    else:
-        dataset = ViewsDataset(source, pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug),
-                               cfg.train.seed, cfg.data.strict)
-    sampler = GlobalBatchSampler(len(source), cfg.train.batch_size, cfg.train.accumulate, rank,
-                                 world, cfg.train.seed, epoch=0)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                      prefetch_factor=4 if workers > 0 else None)
 
 
 def eval_dataset(cfg: Config, split: str, subset: int | None = None,

@@ -12,13 +12,14 @@ from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Trans
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torchvision import transforms as T
 
+from ssl_bf.config.methods import traits
 from ssl_bf.config.schema import AugConfig
 
 
 def pretrain_transform(method: str, size: int, aug: AugConfig):
     """PIL image -> [view1, view2] float tensors (3, size, size)."""
     common = dict(input_size=size, min_scale=aug.min_scale, cj_strength=aug.cj_strength)
-    if method == "mocov2":
+    if traits(method).views == "mocov2":
         return MoCoV2Transform(gaussian_blur=0.5 if aug.blur else 0.0, **common)
     return BYOLTransform(
         BYOLView1Transform(gaussian_blur=1.0 if aug.blur else 0.0, solarization_prob=0.0, **common),

@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from ssl_bf.config.schema import Config, LinearConfig
-from ssl_bf.data.pipeline import EvalDataset, mix_seed, seed_all
+from ssl_bf.data.counter_rng import mix_seed, seed_all
+from ssl_bf.data.pipeline import EvalDataset
 from ssl_bf.errors import UsageError
 from ssl_bf.evaluation.features import eval_loader, eval_mode, extract_features
 from ssl_bf.evaluation.frozen import check_unchanged, snapshot

@@ -24,9 +24,9 @@ from ssl_bf.rundir.checkpoint import MODEL, find_latest, load_safetensors
 from ssl_bf.config import load_config, read_saved_config, to_dict
 from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError
+from ssl_bf.methods.base import Method
 from ssl_bf.rundir.export import BACKBONE_FILE, load_backbone_into, model_config_from_metadata, read_metadata
 
-QUERY_BACKBONE = "query.backbone."  # prefix of the backbone in a method's state dict
 USAGE = "checkpoint=RUN_DIR|FILE.safetensors|random"
 
 
@@ -84,7 +84,7 @@ def _run_dir(path: Path, rest: list[str]) -> EvalTarget:
     if latest is None:
         raise UsageError(f"checkpoint: {path} has neither {BACKBONE_FILE} nor a complete checkpoint")
     state = load_safetensors(latest / MODEL)
-    own = {k[len(QUERY_BACKBONE):]: v for k, v in state.items() if k.startswith(QUERY_BACKBONE)}
+    own = {k[len(Method.BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(Method.BACKBONE_PREFIX)}
     _load_strict(backbone, own, latest / MODEL)
     return EvalTarget(cfg, backbone, str(latest / MODEL))
 

@@ -9,49 +9,68 @@ queue), and both key streams are enqueued.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bf.config.schema import Config
-from ssl_bf.models.heads import mocov2_projector
+from ssl_bf.config.schema import BatchFormerConfig
+from ssl_bf.methods.base import Method, StepOutput, step_output
+from ssl_bf.methods.key_encoder import KeyEncoder, gather_keys
 from ssl_bf.methods.key_queue import KeyQueue
 from ssl_bf.methods.losses import chance_loss_queue, info_nce_queue
-from ssl_bf.methods.key_encoder import KeyEncoder, gather_keys
 from ssl_bf.methods.query_path import QueryPath, build_batchformer
-from ssl_bf.methods.record import loss_record
+from ssl_bf.models.heads import mocov2_projector
 from ssl_bf.models.split_bn import convert_split_bn
 
 
-class MoCoV2(nn.Module):
-    def __init__(self, cfg: Config, backbone: nn.Module, world_size: int = 1):
+@dataclass(frozen=True)
+class MoCoV2Settings:
+    """The method's own settings (recipes/mocov2.yaml cites each value)."""
+    temperature: float = 0.2
+    queue_size: int = 4096
+    symmetric: bool = False  # the official CIFAR demo's loss_12 + loss_21
+    split_groups: int = 1  # BatchNorm groups on this process (1: plain BN)
+    shuffle_bn: bool = False  # keys normalised in a shuffled batch (He et al. 2020, §3.3)
+    proj_hidden: int | None = None  # null: the backbone's width
+    proj_out: int = 128
+    proj_layers: int = 2
+    proj_bn: bool = False  # BatchNorm in the head (the BatchFormer authors' v2 head)
+
+
+class MoCoV2(Method):
+    def __init__(self, backbone: nn.Module, settings: MoCoV2Settings = MoCoV2Settings(),
+                 bf: BatchFormerConfig = BatchFormerConfig()):
         super().__init__()
-        m = cfg.method
-        groups = m.bn_splits if world_size == 1 and m.bn_splits > 1 else 1
+        s, groups = settings, settings.split_groups
         if groups > 1:
             convert_split_bn(backbone, groups)  # before the key copy: both split
-        projector = mocov2_projector(backbone.dim, m.proj_hidden, m.proj_out, m.proj_layers,
-                                     m.proj_bn)
-        head_groups = groups if m.proj_bn else 1  # the head's BN is per group too
+        projector = mocov2_projector(backbone.dim, s.proj_hidden, s.proj_out, s.proj_layers, s.proj_bn)
+        head_groups = groups if s.proj_bn else 1  # the head's BN is per group too
         if head_groups > 1:
             convert_split_bn(projector, groups, (nn.BatchNorm1d,))
-        feat_dim = backbone.dim if cfg.bf.position == "pre_projector" else m.proj_out
-        bf = build_batchformer(cfg.bf, feat_dim) if cfg.bf.enabled else None
-        self.query = QueryPath(backbone, projector, None, bf, cfg.bf, groups, head_groups)
-        shuffle = world_size > 1 or groups > 1
-        self.key = KeyEncoder(backbone, projector, shuffle_bn=shuffle, head_groups=head_groups)
-        self.queue = KeyQueue(m.queue_size, m.proj_out)
+        feat_dim = backbone.dim if bf.position == "pre_projector" else s.proj_out
+        layer = build_batchformer(bf, feat_dim) if bf.enabled else None
+        self.query = QueryPath(backbone, projector, None, layer, bf, groups, head_groups)
+        self.key = KeyEncoder(backbone, projector, shuffle_bn=s.shuffle_bn, head_groups=head_groups)
+        self.queue = KeyQueue(s.queue_size, s.proj_out)
         # bf.queue=per_stream: the BatchFormer keys get a queue of their own
-        self.bf_queue = KeyQueue(m.queue_size, m.proj_out) if cfg.bf.queue == "per_stream" else None
-        self.temperature, self.symmetric = m.temperature, m.symmetric
-        self.bf_cfg = cfg.bf
+        self.bf_queue = KeyQueue(s.queue_size, s.proj_out) if bf.queue == "per_stream" else None
+        self.temperature, self.symmetric = s.temperature, s.symmetric
+        self.bf_cfg = bf
 
     @property
     def backbone(self) -> nn.Module:
         return self.query.backbone
 
-    def update_key_encoder(self, m: float) -> None:
-        self.key.update(self.query.backbone, self.query.projector, m)
+    @property
+    def batchformer(self) -> nn.Module | None:
+        return self.query.bf
+
+    def update_key_encoder(self, momentum: float) -> None:
+        self.key.update(self.query.backbone, self.query.projector, momentum)
 
     def chance_loss(self) -> float:
         return chance_loss_queue(self.queue.size) * (2 if self.symmetric else 1)
@@ -81,7 +100,9 @@ class MoCoV2(nn.Module):
         for t, queue in enumerate((self.queue, self.bf_queue)):
             queue.enqueue(gather_keys(torch.cat([keys[t] for keys in new_keys])))
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, bf_on: bool = True) -> dict:
+    def forward(self, views: Sequence[torch.Tensor], bf_on: bool = True) -> StepOutput:
+        self._check_views(views)
+        x1, x2 = views
         negatives = self._negatives()
         losses, q, k2 = self._direction(x1, x2, negatives, bf_on)
         new_keys = [k2]
@@ -90,4 +111,4 @@ class MoCoV2(nn.Module):
             losses = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(losses, back)]
             new_keys.append(k1)
         self._enqueue(new_keys)
-        return loss_record(losses, self.bf_cfg, q=q.detach(), keys=k2[0])
+        return step_output(losses, self.bf_cfg, embedding=q.detach(), keys=k2[0])

@@ -8,52 +8,72 @@ and every (query stream, key stream) pairing is a loss term.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import torch
 from lightly.utils import dist
 from torch import nn
 
-from ssl_bf.config.schema import Config
-from ssl_bf.models.heads import mocov3_predictor, mocov3_projector
-from ssl_bf.methods.losses import chance_loss_mocov3, mocov3_contrastive
+from ssl_bf.config.schema import BatchFormerConfig
+from ssl_bf.methods.base import Method, StepOutput, step_output
 from ssl_bf.methods.key_encoder import KeyEncoder, gather_keys
+from ssl_bf.methods.losses import chance_loss_mocov3, mocov3_contrastive
 from ssl_bf.methods.query_path import QueryPath, build_batchformer
-from ssl_bf.methods.record import loss_record
+from ssl_bf.models.heads import mocov3_predictor, mocov3_projector
 
 
-class MoCoV3(nn.Module):
-    def __init__(self, cfg: Config, backbone: nn.Module, world_size: int = 1):
+@dataclass(frozen=True)
+class MoCoV3Settings:
+    """The method's own settings (recipes/mocov3.yaml cites each value)."""
+    temperature: float = 0.2
+    proj_hidden: int = 4096
+    proj_out: int = 256
+    proj_layers: int = 2
+    pred_hidden: int = 4096
+    global_batch: int = 256  # keys per loss term (every process's), for the chance loss
+
+
+class MoCoV3(Method):
+    def __init__(self, backbone: nn.Module, settings: MoCoV3Settings = MoCoV3Settings(),
+                 bf: BatchFormerConfig = BatchFormerConfig()):
         super().__init__()
-        m = cfg.method
-        projector = mocov3_projector(backbone.dim, m.proj_hidden, m.proj_out, m.proj_layers)
-        predictor = mocov3_predictor(m.proj_out, m.pred_hidden)
-        feat_dim = backbone.dim if cfg.bf.position == "pre_projector" else m.proj_out
-        bf = build_batchformer(cfg.bf, feat_dim) if cfg.bf.enabled else None
-        self.query = QueryPath(backbone, projector, predictor, bf, cfg.bf)
+        s = settings
+        projector = mocov3_projector(backbone.dim, s.proj_hidden, s.proj_out, s.proj_layers)
+        predictor = mocov3_predictor(s.proj_out, s.pred_hidden)
+        feat_dim = backbone.dim if bf.position == "pre_projector" else s.proj_out
+        layer = build_batchformer(bf, feat_dim) if bf.enabled else None
+        self.query = QueryPath(backbone, projector, predictor, layer, bf)
         self.key = KeyEncoder(backbone, projector)
-        self.temperature = m.temperature
-        self.bf_cfg = cfg.bf
-        self._global_batch = cfg.train.batch_size // max(1, cfg.train.accumulate)
+        self.temperature, self.global_batch = s.temperature, s.global_batch
+        self.bf_cfg = bf
 
     @property
     def backbone(self) -> nn.Module:
         return self.query.backbone
 
-    def update_key_encoder(self, m: float) -> None:
-        self.key.update(self.query.backbone, self.query.projector, m)
+    @property
+    def batchformer(self) -> nn.Module | None:
+        return self.query.bf
+
+    def update_key_encoder(self, momentum: float) -> None:
+        self.key.update(self.query.backbone, self.query.projector, momentum)
 
     def chance_loss(self) -> float:
-        return chance_loss_mocov3(self._global_batch, self.temperature)
+        return chance_loss_mocov3(self.global_batch, self.temperature)
 
     def _keys(self, x: torch.Tensor, bf_on: bool) -> list[torch.Tensor]:
         key_bf = self.query.stream(bf_on) if self.bf_cfg.keys else None
         return [gather_keys(k) for k in self.key(x, key_bf, self.bf_cfg.position)]
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, bf_on: bool = True) -> dict:
+    def forward(self, views: Sequence[torch.Tensor], bf_on: bool = True) -> StepOutput:
+        self._check_views(views)
+        x1, x2 = views
         q1, q2 = self.query(x1, bf_on), self.query(x2, bf_on)
         k1, k2 = self._keys(x1, bf_on), self._keys(x2, bf_on)
         offset = dist.rank() * x1.shape[0]
         t = self.temperature
         losses = [[mocov3_contrastive(a, k2[j], offset, t) + mocov3_contrastive(b, k1[j], offset, t)
                    for j in range(len(k1))] for a, b in zip(q1, q2)]
-        return loss_record(losses, self.bf_cfg,
-                           q=nn.functional.normalize(q1[0].detach().float(), dim=1))
+        return step_output(losses, self.bf_cfg,
+                           embedding=nn.functional.normalize(q1[0].detach().float(), dim=1))

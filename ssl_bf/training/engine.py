@@ -20,8 +20,8 @@ from accelerate.utils import broadcast_object_list
 from ssl_bf.config import save_config
 from ssl_bf.config.derived import make_plan
 from ssl_bf.config.schema import Config
-from ssl_bf.data.pipeline import (batched_views, build_source, default_workers, describe_split,
-                                  pretrain_loader)
+from ssl_bf.data.pipeline import build_source, default_workers, describe_split
+from ssl_bf.data.pretrain_input import Batch, PretrainInput
 from ssl_bf.errors import TrainingFailed, UsageError
 from ssl_bf.methods import build_method
 from ssl_bf.rundir.checkpoint import resolve_resume, save_checkpoint
@@ -71,9 +71,9 @@ class Trainer:
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.source = build_source(cfg.data, "pretrain", cfg.data.subset, cfg.data.imbalance)
         self.plan = make_plan(cfg, self.world, len(self.source))
-        self.loader = pretrain_loader(cfg, self.source, self.rank, self.world,
-                                      default_workers(cfg.data, local_processes(), cfg.aug.batched))
-        self.views = batched_views(cfg) if cfg.aug.batched else None
+        self.input = PretrainInput(cfg, self.source, self.rank, self.world,
+                                   default_workers(cfg.data, local_processes(), cfg.aug.batched),
+                                   self.acc.device)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
         self.method = build_method(cfg, self.world)
         if cfg.train.channels_last:
@@ -151,8 +151,7 @@ class Trainer:
 
     def _run_epoch(self, bar) -> None:
         s, cfg = self.state, self.cfg
-        self.loader.batch_sampler.set_epoch(s.epoch, s.step_in_epoch)
-        batches = iter(self.loader)
+        batches = self.input.epoch(s.epoch, s.step_in_epoch)
         epoch_end = s.step - s.step_in_epoch + self.plan.steps_per_epoch
         while s.step < min(epoch_end, self.plan.total_steps) and not self.stopping:
             micro = [next(batches) for _ in range(cfg.train.accumulate)]
@@ -178,7 +177,7 @@ class Trainer:
         if not result.finite:
             self._on_nonfinite(result.outputs)
         elif self.probe is not None:
-            self.probe.update([batch[2] for batch in micro],
+            self.probe.update([batch.index for batch in micro],
                               lr_at(s.step, plan.total_steps, 0, plan.probe_lr, cfg.train.schedule))
         s.step, s.step_in_epoch = s.step + 1, s.step_in_epoch + 1
         # every log_every steps, and the first step and each epoch's end, so that a short
@@ -196,19 +195,9 @@ class Trainer:
                       f"({self.state.replaced_images} replacements so far): "
                       f"{self.source.name(i)}", file=sys.stderr, flush=True)
 
-    def _views(self, batch) -> tuple:
-        """A loader batch -> (view1, view2) on the device: made there under aug.batched."""
-        first, second, index, bad = batch
-        if self.views is not None:  # (uint8 images, epochs, index, bad)
-            first = first.to(self.acc.device, non_blocking=True)
-            v1, v2 = self.views(first, index, int(second[0]))
-        else:
-            v1, v2 = (x.to(self.acc.device, non_blocking=True) for x in (first, second))
-        self._note_bad_images(bad)
-        return self._layout(v1), self._layout(v2)
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
+    def _views(self, batch: Batch) -> list[torch.Tensor]:
+        self._note_bad_images(batch.bad)
+        return self.input.views(batch)
 
     def _on_nonfinite(self, outputs: list) -> None:
         s = self.state
@@ -217,7 +206,7 @@ class Trainer:
             self._say(f"warning: non-finite loss at step {s.step + 1}: step skipped "
                       f"({s.nan_skips} so far)")
             return
-        raise TrainingFailed(f"non-finite loss ({outputs[-1]['loss'].item()}) at step {s.step + 1}; "
+        raise TrainingFailed(f"non-finite loss ({outputs[-1].loss.item()}) at step {s.step + 1}; "
                              "the last checkpoint is untouched (lower train.lr, or train.on_nan=skip)")
 
     # --- logging, checkpoints, monitors -----------------------------------------

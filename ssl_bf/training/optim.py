@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import torch
 from lightly.utils.lars import LARS
-from torch import nn
 
 from ssl_bf.config.derived import scaled_lr
 from ssl_bf.config.schema import Config
+from ssl_bf.methods.base import Method
 
 
-def param_groups(cfg: Config, model: nn.Module) -> list[dict]:
+# (role, exempt from weight decay and LARS scaling) -> the optimizer group
+GROUP = {("encoder", False): "weights", ("encoder", True): "norm_bias",
+         ("batchformer", False): "batchformer", ("batchformer", True): "batchformer_norm_bias"}
+
+
+def param_groups(cfg: Config, method: Method) -> list[dict]:
+    """The optimizer's groups from the method's parameter roles (methods/base.py)."""
     t = cfg.train
     buckets: dict[str, list] = {"weights": [], "norm_bias": [], "batchformer": [],
                                 "batchformer_norm_bias": []}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        bucket = "batchformer" if name.startswith("query.bf.") else "weights"
-        if t.exclude_norm_bias and p.ndim <= 1:
-            bucket = "norm_bias" if bucket == "weights" else "batchformer_norm_bias"
-        buckets[bucket].append(p)
+    for role, params in method.param_roles().items():
+        for p in params:
+            exempt = t.exclude_norm_bias and p.ndim <= 1
+            buckets[GROUP[role, exempt]].append(p)
     settings = {"weights": (1.0, t.weight_decay),
                 "norm_bias": (1.0, 0.0),
                 "batchformer": (cfg.bf.lr_scale, t.weight_decay),
@@ -37,8 +40,8 @@ def param_groups(cfg: Config, model: nn.Module) -> list[dict]:
             for n, ps in buckets.items() if ps]
 
 
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    t, groups, lr = cfg.train, param_groups(cfg, model), scaled_lr(cfg)
+def build_optimizer(cfg: Config, method: Method) -> torch.optim.Optimizer:
+    t, groups, lr = cfg.train, param_groups(cfg, method), scaled_lr(cfg)
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay)
     if t.optimizer == "lars":

@@ -10,7 +10,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 
 from ssl_bf.config.schema import Config
 from ssl_bf.data.images import cpu_threads
-from ssl_bf.data.pipeline import mix_seed
+from ssl_bf.data.counter_rng import mix_seed
 from ssl_bf.errors import UsageError
 from ssl_bf.training.trackers import check_tracker
 

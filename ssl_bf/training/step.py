@@ -14,13 +14,14 @@ import torch
 from torch import nn
 from torch.autograd.profiler import record_function
 
+from ssl_bf.methods.base import StepOutput
 from ssl_bf.training.optim import set_lr
 from ssl_bf.training.step_stats import StepStats
 
 
 @dataclass
 class StepResult:
-    outputs: list[dict]  # the method's output record per micro-batch
+    outputs: list[StepOutput]  # the method's per micro-batch
     finite: bool  # False: the update was skipped
     stop: bool  # a stop signal seen on any process
 
@@ -37,21 +38,21 @@ class OptimizerStep:
     checked: list[torch.Tensor] | None
     check: bool = True  # False only in benchmarks that measure the checks' cost
 
-    def __call__(self, views: Iterable[tuple[torch.Tensor, torch.Tensor]], micro_batches: int,
+    def __call__(self, views: Iterable[list[torch.Tensor]], micro_batches: int,
                  lr: float, momentum: float, bf_on: bool = True,
                  stop: Callable[[], bool] = lambda: False) -> StepResult:
         """`stop()`: whether this process was asked to stop; read after the backward pass and
         agreed across processes with the checks (StepResult.stop)."""
         set_lr(self.optimizer, lr)
         outputs = []
-        for i, (v1, v2) in enumerate(views):
+        for i, batch_views in enumerate(views):
             last = i == micro_batches - 1
             sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
             with sync:
                 with record_function("## forward"):
-                    out = self.model(v1, v2, bf_on=bf_on)
+                    out = self.model(batch_views, bf_on=bf_on)
                 with record_function("## backward"):
-                    self.acc.backward(out["loss"] / micro_batches)
+                    self.acc.backward(out.loss / micro_batches)
             outputs.append(out)
         finite, stop = True, stop()
         if self.check:

@@ -6,6 +6,7 @@ import time
 import torch
 from accelerate import Accelerator
 
+from ssl_bf.methods.base import StepOutput
 from ssl_bf.training.collapse import spread as embedding_spread
 
 KEYS = ("loss", "loss_plain", "loss_bf", "spread")
@@ -21,13 +22,13 @@ class StepStats:
         self.steps = 0
         self.since = time.time()
 
-    def flags(self, outputs: list[dict], stop_requested: bool,
+    def flags(self, outputs: list[StepOutput], stop_requested: bool,
               params: list[torch.Tensor] | None = None) -> tuple[bool, bool]:
         """(losses - and gradients of `params`, if given - finite on every process,
         some process was asked to stop).
 
         One tiny all-reduce per step, so every process takes the same decision."""
-        finite = all(bool(torch.isfinite(o["loss"]).item()) for o in outputs)
+        finite = all(bool(torch.isfinite(o.loss).item()) for o in outputs)
         grads = [p.grad for p in params or () if p.grad is not None]
         if finite and grads:  # a finite loss can still give an overflowing gradient
             finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all().item())
@@ -37,13 +38,13 @@ class StepStats:
         t = self.acc.reduce(t, reduction="sum")
         return bool(t[0] == 0), bool(t[1] > 0)
 
-    def add(self, outputs: list[dict]) -> None:
+    def add(self, outputs: list[StepOutput]) -> None:
         n = len(outputs)
-        loss = sum(o["loss"].detach().float() for o in outputs) / n
-        plain = sum(o["loss_plain"].float() for o in outputs) / n
-        has_bf = outputs[0]["loss_bf"] is not None
-        bf = sum(o["loss_bf"].float() for o in outputs) / n if has_bf else torch.zeros_like(plain)
-        q = outputs[-1]["q"].float()
+        loss = sum(o.loss.detach().float() for o in outputs) / n
+        plain = sum(o.loss_plain.float() for o in outputs) / n
+        has_bf = outputs[0].loss_bf is not None
+        bf = sum(o.loss_bf.float() for o in outputs) / n if has_bf else torch.zeros_like(plain)
+        q = outputs[-1].embedding.float()
         spread = embedding_spread(q)
         self.sums += torch.stack([loss, plain, bf, spread]).to(self.sums.device)
         self.steps += 1
