@@ -32,7 +32,8 @@ from input_pipeline import model_only_rate, train_run
 def lightly_run(args, out: str) -> dict:
     cmd = [sys.executable, os.path.join(timing.REPO_ROOT, "benchmarks", "lightly_loop.py"),
            "--root", args.root, "--subset", str(args.batch * (args.steps + 2)), "--epochs", "1",
-           "--max-steps", str(args.steps), "--batch-size", str(args.batch), "--width", str(args.width),
+           "--max-steps", str(args.steps), "--batch-size", str(args.batch),
+           "--width", str(args.width),
            "--workers", str(timing.cpu_count()), "--log-every", str(args.log_every), "--out", out,
            "--precision", args.precision]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -86,7 +87,8 @@ MODES = {"ssl_bf batched views": lambda a, out: ssl_bf_run(a, True, out),
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=os.path.join(timing.REPO_ROOT, "data", "cifar10"))
     p.add_argument("--method", default="mocov2")
     p.add_argument("--width", type=float, default=0.25)
@@ -110,22 +112,24 @@ def main(argv=None) -> None:
     alone = views_alone(args)
     step_alone = model_only_rate(args, None)
     med = {m: timing.median(v) for m, v in rates.items()}
-    lines = [f"{args.method}, ResNet-18 width {args.width}, batch {args.batch}, {args.steps} steps, "
-             f"{args.rounds} rounds, {timing.describe_device(timing.pick_device())}",
+    lines = [f"{args.method}, ResNet-18 width {args.width}, batch {args.batch}, "
+             f"{args.steps} steps, {args.rounds} rounds, "
+             f"{timing.describe_device(timing.pick_device())}",
              "| | image pairs/s (median) | per round | / step alone | / lightly loop |",
              "|---|---:|---|---:|---:|"]
     for m, v in med.items():
         lines.append(f"| {m} | {v:.1f} | {', '.join(f'{x:.0f}' for x in rates[m])} | "
                      f"{v / step_alone:.2f} | {v / med['lightly example loop']:.2f} |")
     lines.append(f"| model step alone | {step_alone:.1f} | | 1.00 | |")
-    lines.append(f"views alone (no model): batched on the device {alone['batched_pairs_per_s']:.0f} pairs/s "
+    lines.append(f"views alone (no model): batched on the device "
+                 f"{alone['batched_pairs_per_s']:.0f} pairs/s "
                  f"({timing.cpu_count()} threads), lightly's PIL transforms "
                  f"{alone['pil_pairs_per_s_per_worker']:.0f} pairs/s per worker")
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rates": rates, "medians": med, "step_alone": step_alone, "views_alone": alone,
-                       "args": vars(args),
+            json.dump({"rates": rates, "medians": med, "step_alone": step_alone,
+                       "views_alone": alone, "args": vars(args),
                        "device": timing.describe_device(timing.pick_device())}, f, indent=1)
 
 

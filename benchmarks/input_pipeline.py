@@ -25,10 +25,10 @@ import sys
 import tempfile
 import time
 
+import timing  # puts the repo root on sys.path
 import torch
 from PIL import Image
 
-import timing  # puts the repo root on sys.path
 from ssl_bf.config import load_config
 from ssl_bf.config.schema import DataConfig
 from ssl_bf.data.pipeline import EvalDataset, build_source
@@ -81,11 +81,13 @@ def train_run(args, workers: int, threads: int | None, out: str) -> dict:
     """One short training run; samples/s from its metrics.jsonl."""
     cmd = [sys.executable, os.path.join(timing.REPO_ROOT, "ssl_bf", "pretrain.py"),
            f"recipe={args.method}", f"model.width={args.width}", f"data.root={args.root}",
-           f"data.subset={args.batch * (args.steps + 2)}",  # one epoch: no epoch-end checkpoint inside
+           # one epoch: no epoch-end checkpoint inside
+           f"data.subset={args.batch * (args.steps + 2)}",
            f"train.batch_size={args.batch}", f"train.max_steps={args.steps}",
            f"train.log_every={args.log_every}", f"data.num_workers={workers}",
            f"train.output_dir={out}", "knn.every=0",
-           "aug.batched=false",  # this part sizes the PIL workers; end_to_end.py times batched views
+           # this part sizes the PIL workers; end_to_end.py times batched views
+           "aug.batched=false",
            *args.set]
     if threads:
         cmd.append(f"train.threads={threads}")
@@ -96,7 +98,8 @@ def train_run(args, workers: int, threads: int | None, out: str) -> dict:
         raise SystemExit(f"error: training run failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
     with open(os.path.join(out, "metrics.jsonl")) as f:
         rates = [r["samples_per_s"] for r in map(json.loads, f) if "samples_per_s" in r]
-    return {"workers": workers, "threads": threads, "samples_per_s": timing.median(rates[1:] or rates),
+    return {"workers": workers, "threads": threads,
+            "samples_per_s": timing.median(rates[1:] or rates),
             "windows": rates, "wall_s": wall}
 
 
@@ -129,12 +132,14 @@ def parse_settings(text: str) -> list[tuple[int, int | None]]:
 
 
 def report(aug: list[dict], runs: list[dict], model: dict, args) -> str:
-    lines = ["| transform | mode | samples/s per worker (2 views; eval: 1 image) |", "|---|---|---:|"]
+    lines = ["| transform | mode | samples/s per worker (2 views; eval: 1 image) |",
+             "|---|---|---:|"]
     lines += [f"| {r['transform']} | {r['mode']} | {r['samples_per_s']:.0f} |" for r in aug]
     if runs:
-        lines += ["", f"end-to-end: {args.method}, resnet18 width {args.width}, batch {args.batch}, "
-                      f"{args.steps} steps (first log window dropped)",
-                  "| data.num_workers | train.threads | samples/s | windows |", "|---:|---:|---:|---|"]
+        lines += ["", f"end-to-end: {args.method}, resnet18 width {args.width}, "
+                      f"batch {args.batch}, {args.steps} steps (first log window dropped)",
+                  "| data.num_workers | train.threads | samples/s | windows |",
+                  "|---:|---:|---:|---|"]
         lines += [f"| {r['workers']} | {r['threads'] or 'auto'} | {r['samples_per_s']:.1f} | "
                   + ", ".join(f"{w:.0f}" for w in r["windows"]) + " |" for r in runs]
     if model and runs:
@@ -143,16 +148,19 @@ def report(aug: list[dict], runs: list[dict], model: dict, args) -> str:
         for r in runs:  # each run against the model alone at its own thread count
             share = r["samples_per_s"] / model[r["threads"]]
             verdict = "input-bound" if share < 0.9 else "not input-bound"
-            lines.append(f"data.num_workers={r['workers']}, train.threads={r['threads'] or 'auto'}: "
+            lines.append(f"data.num_workers={r['workers']}, "
+                         f"train.threads={r['threads'] or 'auto'}: "
                          f"{100 * share:.0f}% of the model-only rate -> {verdict}")
         best = max(runs, key=lambda r: r["samples_per_s"])
-        lines.append(f"fastest: data.num_workers={best['workers']} train.threads={best['threads'] or 'auto'} "
+        lines.append(f"fastest: data.num_workers={best['workers']} "
+                     f"train.threads={best['threads'] or 'auto'} "
                      f"({best['samples_per_s']:.1f} samples/s)")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=os.path.join(timing.REPO_ROOT, "data", "cifar10"))
     p.add_argument("--samples", type=int, default=3000, help="samples per transform and mode")
     p.add_argument("--chunk", type=int, default=250)
@@ -162,7 +170,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--log-every", type=int, default=5)
     # 1:1 - one worker and one compute thread - keeps 2 cores from being oversubscribed
-    p.add_argument("--settings", default="0,1,2,1:1", help="data.num_workers[:train.threads], comma-separated")
+    p.add_argument("--settings", default="0,1,2,1:1",
+                   help="data.num_workers[:train.threads], comma-separated")
     p.add_argument("--model-repeats", type=int, default=5)
     p.add_argument("--set", action="append", default=[], help="key=value for the training runs")
     p.add_argument("--skip-train", action="store_true")

@@ -11,8 +11,8 @@ classification call alone (index build included, imports and data loading not)
 and peak memory = the resident high-water mark (VmHWM, see peak_rss) after the
 call minus the resident set before it; the input features are loaded before, so
 they are not in the delta. The median over repeats is reported; predictions
-(top-1 class at k) must be identical to faiss's. lightly.utils.benchmarking imports pytorch_lightning, so it
-is imported only in the lightly subprocesses.
+(top-1 class at k) must be identical to faiss's. lightly.utils.benchmarking imports
+pytorch_lightning, so it is imported only in the lightly subprocesses.
 """
 from __future__ import annotations
 
@@ -122,12 +122,15 @@ def bench(data: str, variants: dict[str, int], args, repeats: int) -> dict:
             if done.returncode:
                 raise SystemExit(f"{variant} failed:\n{done.stderr[-2000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
-            reference = np.load(f"{data}/pred_faiss.npy") if os.path.exists(f"{data}/pred_faiss.npy") else None
+            reference = (np.load(f"{data}/pred_faiss.npy")
+                         if os.path.exists(f"{data}/pred_faiss.npy") else None)
             mine = np.load(f"{data}/pred_{variant}.npy")
             row["mismatches"] = None if reference is None else int((reference != mine).sum())
             runs[variant].append(row)
-            print(f"  repeat {r + 1} {variant:16s} {row['seconds']:7.2f} s  +{row['delta_mb']:7.0f} MB"
-                  f"  top-1 {row['top1']:.2f}  mismatches vs faiss {row['mismatches']}", flush=True)
+            print(f"  repeat {r + 1} {variant:16s} {row['seconds']:7.2f} s  "
+                  f"+{row['delta_mb']:7.0f} MB"
+                  f"  top-1 {row['top1']:.2f}  mismatches vs faiss {row['mismatches']}",
+                  flush=True)
     return {v: {"seconds": statistics.median(x["seconds"] for x in rs),
                 "all_seconds": [round(x["seconds"], 2) for x in rs],
                 "delta_mb": statistics.median(x["delta_mb"] for x in rs),
@@ -138,11 +141,14 @@ def bench(data: str, variants: dict[str, int], args, repeats: int) -> dict:
 def report(title: str, bank_mb: float, chunk_mb: float, result: dict) -> None:
     base = result["faiss"]["seconds"]
     print(f"\n{title}  (bank {bank_mb:.0f} MB; faiss query chunk results {chunk_mb:.1f} MB)")
-    print("| variant | query chunk | median s (runs) | vs faiss | peak extra MB | top-1 | mismatches |")
+    print("| variant | query chunk | median s (runs) | vs faiss | peak extra MB | top-1 | "
+          "mismatches |")
     print("|---|---|---|---|---|---|---|")
     for v, r in result.items():
-        print(f"| {v} | {r['chunk']} | {r['seconds']:.2f} ({', '.join(map(str, r['all_seconds']))}) "
-              f"| {r['seconds'] / base:.2f}x | {r['delta_mb']:.0f} | {r['top1']:.2f} | {r['mismatches']} |")
+        print(f"| {v} | {r['chunk']} | {r['seconds']:.2f} "
+              f"({', '.join(map(str, r['all_seconds']))}) "
+              f"| {r['seconds'] / base:.2f}x | {r['delta_mb']:.0f} | {r['top1']:.2f} "
+              f"| {r['mismatches']} |")
 
 
 def main() -> None:
@@ -160,18 +166,21 @@ def main() -> None:
     p.add_argument("--large", action="store_true", help="also a 10x larger bank")
     args = p.parse_args()
     if args.child:
-        print(json.dumps(run_child(args.child, args.data, args.k, args.t, args.classes, args.chunk)))
+        print(json.dumps(run_child(args.child, args.data, args.k, args.t, args.classes,
+                                   args.chunk)))
         return
     print(f"{time.strftime('%Y-%m-%d %H:%M')}  cores {len(os.sched_getaffinity(0))}  "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
     sizes = [(args.bank, {"faiss": args.chunk, "lightly": args.chunk, "lightly_all": args.queries,
                           "torch_all": args.queries})]
     if args.large:  # all-at-once lightly/torch would need a 10k x 500k matrix (20 GB): chunks only
-        sizes.append((10 * args.bank, {"faiss": args.chunk, "lightly": 1024, "torch_chunked": 1024}))
+        sizes.append((10 * args.bank, {"faiss": args.chunk, "lightly": 1024,
+                                       "torch_chunked": 1024}))
     for bank, variants in sizes:
         with tempfile.TemporaryDirectory() as data:
             make_data(data, bank, args.queries, args.dim, args.classes, seed=0)
-            print(f"bank {bank} x {args.dim}, {args.queries} queries, k={args.k}, T={args.t}", flush=True)
+            print(f"bank {bank} x {args.dim}, {args.queries} queries, k={args.k}, T={args.t}",
+                  flush=True)
             result = bench(data, variants, args, args.repeats)
             report(f"bank {bank} x {args.dim}", bank * args.dim * 4 / 2**20,
                    args.chunk * args.k * 12 / 2**20, result)

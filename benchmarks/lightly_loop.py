@@ -32,9 +32,9 @@ from lightly.transforms import MoCoV2Transform
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from ssl_bf.models.backbones import build_backbone
 from ssl_bf.config.schema import ModelConfig
 from ssl_bf.data.images import stratified_first
+from ssl_bf.models.backbones import build_backbone
 from ssl_bf.rundir.export import export_backbone
 
 
@@ -57,10 +57,12 @@ class LightlyMoCo(nn.Module):
 
 def loader(args) -> torch.utils.data.DataLoader:
     transform = MoCoV2Transform(input_size=32, gaussian_blur=0.0)  # as the CIFAR recipes
-    dataset = torchvision.datasets.ImageFolder(os.path.join(args.root, "train"), transform=transform)
+    dataset = torchvision.datasets.ImageFolder(os.path.join(args.root, "train"),
+                                               transform=transform)
     if args.subset:
         labels = torch.tensor(dataset.targets).numpy()
-        dataset = torch.utils.data.Subset(dataset, stratified_first(labels, args.subset, len(labels)).tolist())
+        dataset = torch.utils.data.Subset(
+            dataset, stratified_first(labels, args.subset, len(labels)).tolist())
     return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
                                        drop_last=True, num_workers=args.workers)
 
@@ -95,8 +97,11 @@ def train(args) -> None:
             step += 1
             if step % args.log_every == 0:
                 now = time.time()
-                log.write(json.dumps({"step": step, "epoch": round(epoch + (batch_index + 1) / len(data), 4), "loss": loss.item(),
-                                      "samples_per_s": args.log_every * args.batch_size / (now - tick),
+                log.write(json.dumps({"step": step,
+                                      "epoch": round(epoch + (batch_index + 1) / len(data), 4),
+                                      "loss": loss.item(),
+                                      "samples_per_s": (args.log_every * args.batch_size
+                                                        / (now - tick)),
                                       "time": round(now - start, 2)}) + "\n")
                 log.flush()
                 tick = now
@@ -108,7 +113,8 @@ def train(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="data/cifar10")
     p.add_argument("--subset", type=int, default=None)
     p.add_argument("--epochs", type=int, default=10)

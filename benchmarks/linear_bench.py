@@ -1,7 +1,7 @@
 """Cached linear probe on CIFAR-10: wall time of decoding, feature extraction and head training.
 
-    python benchmarks/linear_bench.py                                  # random-init ResNet-18, full width
-    python benchmarks/linear_bench.py --checkpoint runs/mocov3        # a run directory or .safetensors
+    python benchmarks/linear_bench.py                           # random-init ResNet-18, full width
+    python benchmarks/linear_bench.py --checkpoint runs/mocov3  # a run directory or .safetensors
     python benchmarks/linear_bench.py train.channels_last=true linear.epochs=90
 
 Runs the same code as `eval/linear.py linear.mode=cached` (ssl_bf.evaluation.linear)
@@ -54,14 +54,17 @@ def main() -> None:
     images = len(train) * cfg.linear.copies + len(test)
     total = decoded + row["extract_seconds"] + row["train_seconds"]
     print(f"backbone    {cfg.model.backbone} width {cfg.model.width} ({target.name}), "
-          f"precision {cfg.train.precision}, channels_last {cfg.train.channels_last}, {threads} threads")
+          f"precision {cfg.train.precision}, channels_last {cfg.train.channels_last}, "
+          f"{threads} threads")
     print(f"decode      {decoded:7.1f} s  ({len(train)} + {len(test)} images)")
     print(f"extract     {row['extract_seconds']:7.1f} s  ({images} images, "
           f"{images / row['extract_seconds']:.0f} images/s)")
-    print(f"train head  {row['train_seconds']:7.1f} s  ({cfg.linear.epochs} epochs, lr {cfg.linear.lr}, "
-          f"{cfg.linear.schedule})")
-    print(f"total       {total:7.1f} s   top-1 {row['linear_top1']:.2f}  top-5 {row['linear_top5']:.2f}")
-    print(json.dumps({**row, "decode_seconds": round(decoded, 2), "total_seconds": round(total, 2)}))
+    print(f"train head  {row['train_seconds']:7.1f} s  ({cfg.linear.epochs} epochs, "
+          f"lr {cfg.linear.lr}, {cfg.linear.schedule})")
+    print(f"total       {total:7.1f} s   top-1 {row['linear_top1']:.2f}  "
+          f"top-5 {row['linear_top5']:.2f}")
+    print(json.dumps({**row, "decode_seconds": round(decoded, 2),
+                      "total_seconds": round(total, 2)}))
 
 
 if __name__ == "__main__":

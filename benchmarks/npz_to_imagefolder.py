@@ -34,7 +34,8 @@ def main(argv: list[str]) -> int:
     if (out / "done").is_file():
         print(f"{out}: already written")
         return 0
-    n = write_split(pack, "train", "y_train", out, names) + write_split(pack, "test", "y_test", out, names)
+    n = (write_split(pack, "train", "y_train", out, names)
+         + write_split(pack, "test", "y_test", out, names))
     (out / "done").write_text(f"{n}\n")
     print(f"{out}: wrote {n} images")
     return 0

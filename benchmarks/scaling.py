@@ -23,10 +23,9 @@ import socket
 import subprocess
 import sys
 
-import torch
-
-import timing  # puts the repo root on sys.path
 import throughput
+import timing  # puts the repo root on sys.path
+import torch
 
 
 def step_args(args, batch: int, extra: list[str] = ()) -> argparse.Namespace:
@@ -102,7 +101,8 @@ def launch(args, processes: int) -> dict:
                "--mixed_precision", args.precision, "--dynamo_backend", "no",
                "--main_process_port", str(free_port()), *me]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=timing.REPO_ROOT)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((out_line for out_line in proc.stdout.splitlines()
+                 if out_line.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         raise SystemExit(f"error: {processes}-process run failed:\n{proc.stderr[-3000:]}")
     return json.loads(line[len("RESULT "):])
@@ -113,7 +113,8 @@ def process_sweep(args) -> list[dict]:
     for _ in range(args.launches):
         for p in args.procs:
             runs[p] += launch(args, p)["times_s"]
-    return [{"processes": p, "global_batch": args.global_batch, "per_process_batch": args.global_batch // p,
+    return [{"processes": p, "global_batch": args.global_batch,
+             "per_process_batch": args.global_batch // p,
              "step_s": timing.median(t), "samples_per_s": args.global_batch / timing.median(t),
              "times_s": t} for p, t in runs.items()]
 
@@ -137,9 +138,12 @@ def projection(args, device) -> dict:
         rows.append({"gpus": n, "compute_s": compute, "launch_s": launch, "allreduce_s": comm,
                      "step_s": step, "samples_per_s": args.global_batch / step,
                      "bound": "launch" if launch > compute else "compute"})
-    return {"gflop_per_step": flops / 1e9, "aten_ops_per_step": ops, "grad_mbytes": grad_bytes / 1e6,
-            "assumptions": {"gpu_peak_tflops": args.gpu_peak_tflops, "efficiency": args.gpu_efficiency,
-                            "launch_us_per_op": args.launch_us, "allreduce_busbw_gbs": args.busbw_gbs,
+    return {"gflop_per_step": flops / 1e9, "aten_ops_per_step": ops,
+            "grad_mbytes": grad_bytes / 1e6,
+            "assumptions": {"gpu_peak_tflops": args.gpu_peak_tflops,
+                            "efficiency": args.gpu_efficiency,
+                            "launch_us_per_op": args.launch_us,
+                            "allreduce_busbw_gbs": args.busbw_gbs,
                             "overlap": "none (comm added to compute: conservative)"},
             "rows": rows}
 
@@ -150,21 +154,25 @@ def report(sweep, procs, proj, args) -> str:
     lines += [f"| {r['batch']} | {1e3 * r['step_s']:.0f} | {r['samples_per_s']:.1f} | "
               f"{r['gflop_per_step']:.1f} |" for r in sweep]
     if procs:
-        lines += ["", f"global batch {args.global_batch}", "| processes | per-process batch | step ms | samples/s |",
+        lines += ["", f"global batch {args.global_batch}",
+                  "| processes | per-process batch | step ms | samples/s |",
                   "|---:|---:|---:|---:|"]
         lines += [f"| {r['processes']} | {r['per_process_batch']} | {1e3 * r['step_s']:.0f} | "
                   f"{r['samples_per_s']:.1f} |" for r in procs]
     if proj:
         a = proj["assumptions"]
         lines += ["", f"PROJECTION (not measured), global batch {args.global_batch}: "
-                      f"{proj['gflop_per_step']:.1f} GFLOP and {proj['aten_ops_per_step']} ATen ops per step, "
-                      f"{proj['grad_mbytes']:.1f} MB of fp32 gradients; assumed {a['gpu_peak_tflops']} TFLOP/s "
+                      f"{proj['gflop_per_step']:.1f} GFLOP and "
+                      f"{proj['aten_ops_per_step']} ATen ops per step, "
+                      f"{proj['grad_mbytes']:.1f} MB of fp32 gradients; "
+                      f"assumed {a['gpu_peak_tflops']} TFLOP/s "
                       f"peak x {a['efficiency']} achievable, {a['launch_us_per_op']} us per op, "
                       f"all-reduce bus bandwidth {a['allreduce_busbw_gbs']} GB/s, no overlap",
                   "| GPUs | compute ms | launch ms | all-reduce ms | step ms | samples/s | bound |",
                   "|---:|---:|---:|---:|---:|---:|---|"]
         lines += [f"| {r['gpus']} | {1e3 * r['compute_s']:.2f} | {1e3 * r['launch_s']:.2f} | "
-                  f"{1e3 * r['allreduce_s']:.2f} | {1e3 * r['step_s']:.2f} | {r['samples_per_s']:.0f} | "
+                  f"{1e3 * r['allreduce_s']:.2f} | {1e3 * r['step_s']:.2f} | "
+                  f"{r['samples_per_s']:.0f} | "
                   f"{r['bound']} |" for r in proj["rows"]]
     return "\n".join(lines)
 
@@ -174,15 +182,18 @@ def ints(text: str) -> list[int]:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="mocov2", help="one variant name, as in throughput.py")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--precision", choices=["no", "bf16"], default="no")
     p.add_argument("--batches", type=ints, default=[64, 128, 256, 512])
     p.add_argument("--global-batch", type=int, default=256, help="process sweep and projection")
-    p.add_argument("--procs", type=ints, default=None, help="process counts (CPU default 1,2; GPU: none)")
-    p.add_argument("--launches", type=int, default=2, help="launches per process count, alternating")
+    p.add_argument("--procs", type=ints, default=None,
+                   help="process counts (CPU default 1,2; GPU: none)")
+    p.add_argument("--launches", type=int, default=2,
+                   help="launches per process count, alternating")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps-per-sample", type=int, default=None)
@@ -193,7 +204,8 @@ def parse_args(argv=None):
     p.add_argument("--gpu-peak-tflops", type=float, default=989.0, help="H100 SXM dense bf16")
     p.add_argument("--gpu-efficiency", type=float, default=0.4)
     p.add_argument("--launch-us", type=float, default=5.0, help="eager cost per ATen op on a GPU")
-    p.add_argument("--busbw-gbs", type=float, default=300.0, help="NCCL all-reduce bus bandwidth, 8x NVLink")
+    p.add_argument("--busbw-gbs", type=float, default=300.0,
+                   help="NCCL all-reduce bus bandwidth, 8x NVLink")
     p.add_argument("--skip", default="", help="comma list of parts to skip: batch,procs,projection")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default="benchmarks/results/scaling.json")
@@ -218,8 +230,8 @@ def main(argv=None) -> None:
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"device": timing.describe_device(device), "args": vars(args), "batch_sweep": sweep,
-                       "processes": procs, "projection": proj}, f, indent=1)
+            json.dump({"device": timing.describe_device(device), "args": vars(args),
+                       "batch_sweep": sweep, "processes": procs, "projection": proj}, f, indent=1)
         print(f"\nwrote {args.json}")
 
 

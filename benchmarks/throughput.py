@@ -29,20 +29,19 @@ import contextlib
 import json
 import tempfile
 
-import torch
-from torch.autograd.profiler import record_function
-
 import timing  # benchmarks/ is sys.path[0]; it also puts the repo root on sys.path
-from timing import Variant, count_and_warm, paired_ratio, run_rounds
-from lightly_loop import LightlyMoCo
+import torch
 from lightly.loss import NTXentLoss
 from lightly.models.utils import update_momentum
+from lightly_loop import LightlyMoCo
+from timing import Variant, count_and_warm, paired_ratio, run_rounds
+from torch.autograd.profiler import record_function
 
-from ssl_bf.models.backbones import build_backbone
 from ssl_bf.config import load_config
+from ssl_bf.config.derived import scaled_lr
 from ssl_bf.config.schema import Config, ModelConfig
 from ssl_bf.methods import build_method
-from ssl_bf.config.derived import scaled_lr
+from ssl_bf.models.backbones import build_backbone
 from ssl_bf.training.optim import build_optimizer, param_groups
 from ssl_bf.training.runtime import make_accelerator, seed_step
 from ssl_bf.training.schedules import lr_at, momentum_at
@@ -75,7 +74,8 @@ class ForeachLARS(torch.optim.Optimizer):
                 p_n = torch.stack(torch._foreach_norm(params))
                 g_n = torch.stack(torch._foreach_norm(d))
                 ok = (p_n != 0) & (g_n != 0)
-                scale = torch.where(ok, group["trust_coefficient"] * p_n / (g_n + p_n * wd + group["eps"]), 1.0)
+                scale = torch.where(
+                    ok, group["trust_coefficient"] * p_n / (g_n + p_n * wd + group["eps"]), 1.0)
                 decay = torch._foreach_mul(params, list(torch.where(ok, wd, 0.0).unbind()))
                 d = torch._foreach_mul(torch._foreach_add(d, decay), list(scale.unbind()))
             bufs = [self.state[p].get("momentum_buffer") for p in params]
@@ -90,7 +90,8 @@ class ForeachLARS(torch.optim.Optimizer):
 
 
 def foreach_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """ssl_bf.training.optim.build_optimizer with foreach kernels (torch picks the per-tensor loop on CPU)."""
+    """ssl_bf.training.optim.build_optimizer with foreach kernels (torch picks the per-tensor
+    loop on CPU)."""
     t, groups, lr = cfg.train, param_groups(cfg, model), scaled_lr(cfg)
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay,
@@ -146,7 +147,8 @@ class SslStep:
         self.step.model = torch.compile(self.step.model)
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """As PretrainInput.views: channels_last inputs when the config asks (a no-op if they are)."""
+        """As PretrainInput.views: channels_last inputs when the config asks (a no-op if they
+        are)."""
         if not self.cfg.train.channels_last:
             return self.x1, self.x2
         return tuple(x.contiguous(memory_format=torch.channels_last) for x in (self.x1, self.x2))
@@ -155,7 +157,8 @@ class SslStep:
         cfg, i = self.cfg, self.i % self.total
         seed_step(cfg.train.seed, self.i, self.acc.process_index)
         self.step([self.inputs()], 1, lr=lr_at(i, self.total, 0, scaled_lr(cfg)),
-                  momentum=momentum_at(i + 1, self.total, cfg.method.momentum, cfg.method.momentum_end))
+                  momentum=momentum_at(i + 1, self.total, cfg.method.momentum,
+                                       cfg.method.momentum_end))
         self.i += 1
 
 
@@ -287,25 +290,31 @@ def summarise(variants: list[Variant], peak: float) -> list[dict]:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"device: {meta['device']}; precision {meta['precision']}; batch {meta['batch']} "
-             f"(x2 views); backbone {meta['backbone_desc']}; channels_last forced on all {meta['channels_last']}; "
+             f"(x2 views); backbone {meta['backbone_desc']}; "
+             f"channels_last forced on all {meta['channels_last']}; "
              f"compile {meta['compile']}; {meta['repeats']} repeats (median)",
              f"GEMM peak ({meta['peak']['dtype']}, n={meta['peak']['n']}): "
              f"{timing.fmt_rate(meta['peak']['flops_per_s'])} (best of start/end of run)", "",
-             "| variant | samples/s | step ms (min-max) | ours/lightly | per FLOP | GFLOP/step | achieved | MFU |",
+             "| variant | samples/s | step ms (min-max) | ours/lightly | per FLOP | GFLOP/step | "
+             "achieved | MFU |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        ratio = "-" if r["vs_lightly"] is None else f"{r['vs_lightly']:.2f}x | {r['vs_lightly_per_flop']:.2f}x"
+        ratio = ("-" if r["vs_lightly"] is None
+                 else f"{r['vs_lightly']:.2f}x | {r['vs_lightly_per_flop']:.2f}x")
         mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
         ratio = ratio if r["vs_lightly"] is not None else "- | -"
         lines.append(f"| {r['variant']} | {r['samples_per_s']:.1f} | {1e3 * r['step_s']:.0f} "
                      f"({1e3 * r['min_s']:.0f}-{1e3 * r['max_s']:.0f}) | {ratio} | "
-                     f"{r['gflop_per_step']:.1f} | {timing.fmt_rate(r['achieved_flops_per_s'])} | {mfu} |")
+                     f"{r['gflop_per_step']:.1f} | {timing.fmt_rate(r['achieved_flops_per_s'])} | "
+                     f"{mfu} |")
     if meta["emulated_bf16"]:
-        lines.append("\nbf16 is EMULATED on this CPU (no avx512_bf16/AMX): far slower than fp32 and not "
-                     "representative of bf16 hardware; a bf16 torch.mm here is even slower than the "
-                     "model's own bf16 ops, so MFU against that GEMM peak is not meaningful.")
+        lines.append("\nbf16 is EMULATED on this CPU (no avx512_bf16/AMX): far slower than fp32 "
+                     "and not representative of bf16 hardware; a bf16 torch.mm here is even "
+                     "slower than the model's own bf16 ops, so MFU against that GEMM peak is not "
+                     "meaningful.")
     elif any(r["mfu"] and r["mfu"] > 1 for r in rows):
-        lines.append("\nMFU above 100%: this dtype's GEMM peak is below what its convolutions reach here.")
+        lines.append("\nMFU above 100%: this dtype's GEMM peak is below what its convolutions "
+                     "reach here.")
     for name, ratio in meta["bf_cost"].items():
         lines.append(f"\nBatchFormer cost, step time {name}: {ratio:.3f} (median of paired rounds)")
     return "\n".join(lines)
@@ -318,21 +327,28 @@ def emulated_bf16(device: torch.device, precision: str) -> bool:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help="comma-separated variants (see above); patches: " +
                         "; ".join(f"+{k}: {v}" for k, v in PATCHES.items()))
-    p.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50", "vit_tiny", "vit_small"])
-    p.add_argument("--width", type=float, default=1.0, help="ResNet width multiplier (0.25 on CPUs)")
-    p.add_argument("--vit-depth", type=int, default=6, help="ViT blocks (the earlier ViT figures: 6)")
+    p.add_argument("--backbone", default="resnet18",
+                   choices=["resnet18", "resnet50", "vit_tiny", "vit_small"])
+    p.add_argument("--width", type=float, default=1.0,
+                   help="ResNet width multiplier (0.25 on CPUs)")
+    p.add_argument("--vit-depth", type=int, default=6,
+                   help="ViT blocks (the earlier ViT figures: 6)")
     p.add_argument("--precision", choices=["no", "bf16"], default="no")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant after the FLOP-count step")
-    p.add_argument("--steps-per-sample", type=int, default=None, help="steps per timed sample (CPU 1, GPU 10)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps per variant after the FLOP-count step")
+    p.add_argument("--steps-per-sample", type=int, default=None,
+                   help="steps per timed sample (CPU 1, GPU 10)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--tf32", action="store_true", help="CUDA fp32: TF32 convolutions and matmuls (and peak)")
+    p.add_argument("--tf32", action="store_true",
+                   help="CUDA fp32: TF32 convolutions and matmuls (and peak)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--set", action="append", default=[], help="key=value for every ssl_bf variant")
     p.add_argument("--profile", action="store_true", help="profile instead of timing")

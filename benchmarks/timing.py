@@ -61,8 +61,8 @@ def describe_device(device: torch.device) -> str:
     try:
         with open("/proc/cpuinfo") as f:
             info = f.read()
-        model = next((l.split(":", 1)[1].strip() for l in info.splitlines()
-                      if l.startswith("model name")), "cpu")
+        model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                      if line.startswith("model name")), "cpu")
         native = "avx512_bf16" in info or "amx_bf16" in info
         flags = "native bf16" if native else "no native bf16 (bf16 emulated)"
     except OSError:
@@ -128,7 +128,8 @@ def count_ops(fn: Callable[[], object]) -> int:
 
 
 def fmt_rate(flops_per_s: float) -> str:
-    return f"{flops_per_s / 1e12:.1f} TFLOP/s" if flops_per_s >= 1e12 else f"{flops_per_s / 1e9:.1f} GFLOP/s"
+    return (f"{flops_per_s / 1e12:.1f} TFLOP/s" if flops_per_s >= 1e12
+            else f"{flops_per_s / 1e9:.1f} GFLOP/s")
 
 
 # --- alternating runs of several steps -----------------------------------------------
@@ -176,9 +177,10 @@ def paired_ratio(num: Variant, den: Variant) -> float:
 CATEGORIES = (("conv / matmul (the FLOPs)", ("conv", "mm", "linear", "bmm", "attention")),
               ("batch norm", ("batch_norm",)),
               ("copies (copy_/cat/clone/index)", ("copy_", "cat", "clone", "index", "contiguous")),
-              ("elementwise / reductions", ("add", "mul", "relu", "clamp", "threshold", "div", "sub",
-                                            "norm", "sum", "mean", "exp", "log", "softmax", "lerp",
-                                            "sqrt", "where", "fill", "zero", "isfinite", "gelu")))
+              ("elementwise / reductions", ("add", "mul", "relu", "clamp", "threshold", "div",
+                                            "sub", "norm", "sum", "mean", "exp", "log", "softmax",
+                                            "lerp", "sqrt", "where", "fill", "zero", "isfinite",
+                                            "gelu")))
 
 
 def by_category(events, steps: int) -> dict:

@@ -82,7 +82,8 @@ def measure(cfg, method, seed: int = 0) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--root", default=None, help="data.root, if not the one in config.yaml")
     p.add_argument("--init", action="store_true", help="the run's config at initialisation")
@@ -92,8 +93,8 @@ def main(argv=None) -> None:
     for run in args.runs:
         cfg, method = load_run(run, args.root, args.init)
         for pairing, s in measure(cfg, method).items():
-            print(f"| {run} | {cfg.bf.scope} | {pairing} | {s['positive']:.3f} | {s['mates']:.3f} | "
-                  f"{s['others']:.3f} | {s['signature']:+.3f} |")
+            print(f"| {run} | {cfg.bf.scope} | {pairing} | {s['positive']:.3f} | "
+                  f"{s['mates']:.3f} | {s['others']:.3f} | {s['signature']:+.3f} |")
 
 
 if __name__ == "__main__":

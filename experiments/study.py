@@ -14,11 +14,11 @@ experiments/results/<report>_runs/ (committed; checkpoints stay in --out): the r
 from the archive, and a run found there is skipped, so a fresh clone runs only what is missing.
 An interrupted run resumes from its last checkpoint (train.resume=auto). Two runs at once on 2 cores
 are ~5x slower than one after another: --parallel N is for machines with many cores (a GPU
-box), where each run gets its share of the data-loading workers. The report (experiments/study_report.py) writes
-experiments/results/<report>_runs.csv, <report>_summary.md and the plots; --readme
-experiments/README.md also puts the summary between that file's <!-- <report>_summary -->
-markers, so the document's table is always the report's (and the project README's study verdict
-is the paired tests', experiments/study_tests.py).
+box), where each run gets its share of the data-loading workers. The report
+(experiments/study_report.py) writes experiments/results/<report>_runs.csv, <report>_summary.md
+and the plots; --readme experiments/README.md also puts the summary between that file's
+<!-- <report>_summary --> markers, so the document's table is always the report's (and the
+project README's study verdict is the paired tests', experiments/study_tests.py).
 """
 from __future__ import annotations
 
@@ -86,8 +86,9 @@ def archive(directory: Path, dest: Path) -> bool:
 
 
 def pretrain_cmd(run: dict, directory: Path, args) -> list[str]:
-    cmd = [sys.executable, "ssl_bf/pretrain.py", f"recipe={run['recipe']}", *run.get("overrides", []),
-           *args.set, f"train.seed={run['seed']}", f"train.output_dir={directory}", f"data.root={args.root}"]
+    cmd = [sys.executable, "ssl_bf/pretrain.py", f"recipe={run['recipe']}",
+           *run.get("overrides", []), *args.set, f"train.seed={run['seed']}",
+           f"train.output_dir={directory}", f"data.root={args.root}"]
     if args.workers is not None:
         cmd.append(f"data.num_workers={args.workers}")
     if (directory / "checkpoints").exists():
@@ -110,9 +111,11 @@ def linear_cmd(directory: Path, run: dict, args) -> list[str]:
 
 def lightly_cmd(run: dict, directory: Path, args) -> list[str]:
     b = run["budget"]
-    return [sys.executable, "benchmarks/lightly_loop.py", "--root", args.root, "--subset", str(b["subset"]),
+    return [sys.executable, "benchmarks/lightly_loop.py", "--root", args.root,
+            "--subset", str(b["subset"]),
             "--epochs", str(b["epochs"]), "--width", str(b["width"]), "--seed", str(run["seed"]),
-            "--workers", str(args.workers if args.workers is not None else 1), "--out", str(directory)]
+            "--workers", str(args.workers if args.workers is not None else 1),
+            "--out", str(directory)]
 
 
 def execute(cmd: list[str], log) -> str:
@@ -121,7 +124,8 @@ def execute(cmd: list[str], log) -> str:
     log.flush()
     # This checkout's ssl_bf, even when another checkout is the one pip installed (a study
     # runs from a worktree at a fixed commit while the main checkout moves on).
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     log.write(result.stdout)
     if result.returncode != 0:
@@ -178,13 +182,16 @@ def attempt(run: dict, args) -> str:
 
 @exit_on_usage_error
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", default=str(REPO / "experiments" / "study_grid.yaml"))
     p.add_argument("--out", default=None, help="default: experiments/out/<the grid's report name>")
     p.add_argument("--results", default=str(REPO / "experiments" / "results"))
     p.add_argument("--root", default="data/cifar10")
-    p.add_argument("--only", default="*", help="fnmatch pattern(s) on variant names, comma-separated")
-    p.add_argument("--seeds", default=None, help="only these seeds, comma-separated (default: the grid's)")
+    p.add_argument("--only", default="*",
+                   help="fnmatch pattern(s) on variant names, comma-separated")
+    p.add_argument("--seeds", default=None,
+                   help="only these seeds, comma-separated (default: the grid's)")
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--workers", type=int, default=None, help="data.num_workers per run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -205,7 +212,8 @@ def main() -> None:
         runs = [r for r in runs if r["seed"] in {int(s) for s in args.seeds.split(",")}]
     args.archive = Path(args.results) / f"{name}_runs"
     if args.report_only and not any(done(r, args) for r in grid):
-        raise UsageError(f"no finished run of {args.grid} in {args.out} or {args.archive}: nothing to report")
+        raise UsageError(f"no finished run of {args.grid} in {args.out} or {args.archive}: "
+                         "nothing to report")
     if not args.dry_run:
         for r in grid:  # runs finished before the archive existed, or by another driver
             archive(run_dir(Path(args.out), r), run_dir(args.archive, r))
@@ -221,7 +229,8 @@ def main() -> None:
             for message in pool.map(lambda r: attempt(r, args), todo):
                 print(message, flush=True)
     if any(finished(run_dir(args.archive, r)) for r in grid):
-        write_report(grid, args.archive, Path(args.results), name, Path(args.readme) if args.readme else None,
+        write_report(grid, args.archive, Path(args.results), name,
+                     Path(args.readme) if args.readme else None,
                      REPO / "README.md" if args.readme else None)
 
 

@@ -44,7 +44,8 @@ def finish(ax, title: str, xlabel: str, legend_size: int) -> None:
     ax.grid(alpha=0.3)
     # below the axes: inside, it covered the curves it names
     handles, labels = ax.get_legend_handles_labels()
-    labels = [textwrap.fill(label, 80) for label in labels]  # a long label would run into the next panel
+    # a long label would run into the next panel
+    labels = [textwrap.fill(label, 80) for label in labels]
     ax.legend(handles, labels, fontsize=legend_size, loc="upper center", bbox_to_anchor=(0.5, -0.2),
               frameon=False)
 
@@ -89,8 +90,8 @@ def plot_curves(rows: list[dict], summary: list[dict], path: Path) -> bool:
             for i, r in enumerate(curves):
                 n = len(curves)
                 label = f"{r['label']} ({n} seed{'s' if n > 1 else ''})" if i == 0 else "_nolegend_"
-                ax.plot([t / 60 for t, _ in r["curve"]], [v for _, v in r["curve"]], style, marker="o",
-                        ms=3, alpha=0.8, label=label)
+                ax.plot([t / 60 for t, _ in r["curve"]], [v for _, v in r["curve"]], style,
+                        marker="o", ms=3, alpha=0.8, label=label)
         finish(ax, f"{base}: kNN top-1 during training", "wall-clock (min)", 7)
     return save(plt, fig, path)
 
@@ -133,7 +134,8 @@ def plot_per_class(rows: list[dict], summary: list[dict], path: Path) -> bool:
     if plt is None:
         return False
     # a panel per long-tailed row that has variants or a balanced control
-    controlled = {s["name"] for s in summary if s["baseline"] and not imbalanced(rows, s["baseline"])}
+    controlled = {s["name"] for s in summary
+                  if s["baseline"] and not imbalanced(rows, s["baseline"])}
     methods = sorted(b for b in set(panels(summary)) | controlled if imbalanced(rows, b))
     if not methods:
         return False
@@ -147,7 +149,8 @@ def plot_per_class(rows: list[dict], summary: list[dict], path: Path) -> bool:
                 continue
             order = sorted(range(len(curve[0])), key=lambda c: -curve[0][c])
             label = next(s["label"] for s in summary if s["name"] == name)
-            ax.plot([curve[0][c] for c in order], [curve[1][c] for c in order], "k-" if i == 0 else f"C{i}-",
+            ax.plot([curve[0][c] for c in order], [curve[1][c] for c in order],
+                    "k-" if i == 0 else f"C{i}-",
                     marker="o", ms=3, lw=2 if i == 0 else 1, label=f"{name}: {label}")
         ax.set_xscale("log")
         finish(ax, f"{base}: per-class kNN top-1 at the end (mean over seeds)",

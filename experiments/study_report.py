@@ -18,15 +18,15 @@ import json
 import statistics
 from pathlib import Path
 
-from experiments.study_plots import long_tailed, plot_curves, plot_per_class
 from experiments.markers import splice
+from experiments.study_plots import long_tailed, plot_curves, plot_per_class
 from experiments.study_tests import write_tests
 
 GROUPS = ("many", "medium", "few")
 FIELDS = ["name", "seed", "kind", "knn_mid", "knn_end", *[f"knn_{g}" for g in GROUPS],
           *[f"knn_{g}_mid" for g in GROUPS], "linear",
-          *[f"linear_{g}" for g in GROUPS], "loss_plain_end", "loss_bf_end", "spread_end", "collapsed",
-          "wall_s", "steps", "command"]
+          *[f"linear_{g}" for g in GROUPS], "loss_plain_end", "loss_bf_end", "spread_end",
+          "collapsed", "wall_s", "steps", "command"]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -42,14 +42,16 @@ def run_row(directory: Path, result: dict) -> dict:
     last, end = (train[-1] if train else {}), (knn[-1] if knn else result)
     end_epoch = max((r["epoch"] for r in knn), default=None)
     mid = [r for r in knn if r["epoch"] * 2 == end_epoch]
-    knn_groups, linear_groups = end.get("knn_top1_groups") or {}, result.get("linear_top1_groups") or {}
+    knn_groups, linear_groups = (end.get("knn_top1_groups") or {},
+                                 result.get("linear_top1_groups") or {})
     mid_groups = (mid[0].get("knn_top1_groups") if mid else None) or {}
     return {
         "name": result["name"], "seed": result["seed"], "kind": result["kind"],
         "knn_mid": mid[0]["knn_top1"] if mid else None, "knn_end": end.get("knn_top1"),
         **{f"knn_{g}": knn_groups.get(g) for g in GROUPS},
         **{f"knn_{g}_mid": mid_groups.get(g) for g in GROUPS},
-        "linear": result.get("linear_top1"), **{f"linear_{g}": linear_groups.get(g) for g in GROUPS},
+        "linear": result.get("linear_top1"),
+        **{f"linear_{g}": linear_groups.get(g) for g in GROUPS},
         "per_class": end.get("knn_top1_per_class"), "class_counts": end.get("class_counts"),
         "loss_plain_end": last.get("loss_plain", last.get("loss")),
         "loss_bf_end": last.get("loss_bf"), "spread_end": last.get("spread"),
@@ -122,10 +124,12 @@ def summarize(rows: list[dict]) -> list[dict]:
         summary[name] = s
     for s in summary.values():
         base = summary.get(s["baseline"]) if s["baseline"] else None
-        s["delta"] = None if base is None or s["knn_end"] is None else s["knn_end"] - base["knn_end"]
+        s["delta"] = (None if base is None or s["knn_end"] is None
+                      else s["knn_end"] - base["knn_end"])
         # the difference in units of the baseline's seed-to-seed std
         s["delta_sd"] = (s["delta"] / base["knn_end_sd"]
-                         if s["delta"] is not None and base["n"] > 1 and base["knn_end_sd"] else None)
+                         if s["delta"] is not None and base["n"] > 1 and base["knn_end_sd"]
+                         else None)
         for key in ("knn_end", "knn_few", "knn_few_mid", "linear", "linear_few"):
             s[f"paired_{key}"] = paired(rows, s["name"], s["baseline"], key) if base else []
     return list(summary.values())
@@ -152,34 +156,41 @@ def fmt_paired(deltas: list[float]) -> str:
 
 
 def markdown(summary: list[dict]) -> str:
-    lines = ["| variant | what | seeds | kNN top-1 end (%), mean ± std | per seed | kNN middle (%) | "
-             "Δ vs baseline | Δ / baseline std | Δ paired by seed | loss plain / BF | spread | collapsed | "
-             "train s |",
-             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: |"]
+    lines = ["| variant | what | seeds | kNN top-1 end (%), mean ± std | per seed | "
+             "kNN middle (%) | Δ vs baseline | Δ / baseline std | Δ paired by seed | "
+             "loss plain / BF | spread | collapsed | train s |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- | ---: | --- | "
+             "---: |"]
     for s in summary:
         delta = "" if s["delta"] is None else f"{s['delta']:+.2f}"
         in_sd = "" if s.get("delta_sd") is None else f"{s['delta_sd']:+.1f}"
         seeds = ", ".join(f"{v:.2f}" for v in s["per_seed"] if v is not None)
-        losses = "-" if s["loss_plain"] is None else f"{num(s['loss_plain'], 3)} / {num(s['loss_bf'], 3)}"
-        lines.append(f"| `{s['name']}` | {s['label']} | {s['n']} | {fmt(s['knn_end'], s['knn_end_sd'], s['n'])} | "
-                     f"{seeds} | {fmt(s['knn_mid'], s['knn_mid_sd'], s['n'])} | {delta} | {in_sd} | "
-                     f"{fmt_paired(s['paired_knn_end'])} | {losses} | {num(s['spread'], 3)} | "
-                     f"{s['collapsed']}/{s['n']} | {num(s['wall_s'], 0)} |")
+        losses = ("-" if s["loss_plain"] is None
+                  else f"{num(s['loss_plain'], 3)} / {num(s['loss_bf'], 3)}")
+        lines.append(f"| `{s['name']}` | {s['label']} | {s['n']} | "
+                     f"{fmt(s['knn_end'], s['knn_end_sd'], s['n'])} | "
+                     f"{seeds} | {fmt(s['knn_mid'], s['knn_mid_sd'], s['n'])} | {delta} | "
+                     f"{in_sd} | {fmt_paired(s['paired_knn_end'])} | {losses} | "
+                     f"{num(s['spread'], 3)} | {s['collapsed']}/{s['n']} | {num(s['wall_s'], 0)} |")
     return "\n".join(lines) + "\n"
 
 
 def markdown_groups(summary: list[dict]) -> str:
     """Per many / medium / few group (ssl_bf/evaluation/groups.py), kNN and linear probe, at the
     end (kNN few also at the middle); paired deltas on the few group."""
-    lines = ["| variant | seeds | kNN many | kNN medium | kNN few | Δ few paired | kNN few, middle | "
-             "Δ few middle paired | linear | linear many | linear medium | linear few | Δ linear few paired |",
-             "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| variant | seeds | kNN many | kNN medium | kNN few | Δ few paired | "
+             "kNN few, middle | Δ few middle paired | linear | linear many | linear medium | "
+             "linear few | Δ linear few paired |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | "
+             "--- |"]
     for s in summary:
         n = s["n"]
         cells = [fmt(s[f"knn_{g}"], s[f"knn_{g}_sd"], n) for g in GROUPS]
         lin = [fmt(s[f"linear_{g}"], s[f"linear_{g}_sd"], n) for g in GROUPS]
-        lines.append(f"| `{s['name']}` | {n} | {' | '.join(cells)} | {fmt_paired(s['paired_knn_few'])} | "
-                     f"{fmt(s['knn_few_mid'], s['knn_few_mid_sd'], n)} | {fmt_paired(s['paired_knn_few_mid'])} | "
+        lines.append(f"| `{s['name']}` | {n} | {' | '.join(cells)} | "
+                     f"{fmt_paired(s['paired_knn_few'])} | "
+                     f"{fmt(s['knn_few_mid'], s['knn_few_mid_sd'], n)} | "
+                     f"{fmt_paired(s['paired_knn_few_mid'])} | "
                      f"{fmt(s['linear'], s['linear_sd'], n)} | {' | '.join(lin)} | "
                      f"{fmt_paired(s['paired_linear_few'])} |")
     return "\n" + "\n".join(lines) + "\n"

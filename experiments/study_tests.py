@@ -31,18 +31,26 @@ class Comparison:
 # The confirmatory family (Holm over all six), planned before the runs.
 FAMILY = (
     Comparison("study", "v3_bf", "v3", "knn_end", "`mocov3_bf` vs MoCo-v3, 12 epochs, kNN"),
-    Comparison("study", "v3_authors", "v3", "knn_end", "the authors' MoCo-v3 design vs MoCo-v3, 12 epochs, kNN"),
-    Comparison("study_lt", "lt_v3_bf", "lt_v3", "knn_end", "`mocov3_bf` vs MoCo-v3 on CIFAR-10-LT, kNN"),
-    Comparison("study_lt", "lt_v3_bf", "lt_v3", "knn_few", "`mocov3_bf` vs MoCo-v3 on CIFAR-10-LT, few-class kNN"),
-    Comparison("study_lt", "lt_v3_bf", "lt_v3", "linear", "`mocov3_bf` vs MoCo-v3 on CIFAR-10-LT, probe"),
-    Comparison("study_lt", "lt_v3_bf", "lt_v3", "linear_few", "`mocov3_bf` vs MoCo-v3 on CIFAR-10-LT, few-class probe"),
+    Comparison("study", "v3_authors", "v3", "knn_end",
+               "the authors' MoCo-v3 design vs MoCo-v3, 12 epochs, kNN"),
+    Comparison("study_lt", "lt_v3_bf", "lt_v3", "knn_end",
+               "`mocov3_bf` vs MoCo-v3 on CIFAR-10-LT, kNN"),
+    Comparison("study_lt", "lt_v3_bf", "lt_v3", "knn_few",
+               "`mocov3_bf` vs MoCo-v3 on CIFAR-10-LT, few-class kNN"),
+    Comparison("study_lt", "lt_v3_bf", "lt_v3", "linear",
+               "`mocov3_bf` vs MoCo-v3 on CIFAR-10-LT, probe"),
+    Comparison("study_lt", "lt_v3_bf", "lt_v3", "linear_few",
+               "`mocov3_bf` vs MoCo-v3 on CIFAR-10-LT, few-class probe"),
 )
 # Shown with their uncorrected p only: MoCo-v2 and the authors' design on CIFAR-10-LT.
 DESCRIPTIVE = (
     Comparison("study", "v2_bf_w025", "v2", "knn_end", "`mocov2_bf` vs MoCo-v2, kNN"),
-    Comparison("study", "v3_authors_trainable", "v3", "knn_end", "the authors' MoCo-v3 design, layer trainable, vs MoCo-v3, kNN"),
-    Comparison("study_lt", "lt_v3_authors", "lt_v3", "knn_few", "the authors' MoCo-v3 design vs MoCo-v3 on CIFAR-10-LT, few-class kNN"),
-    Comparison("study_lt", "lt_v2_bf", "lt_v2", "knn_few", "`mocov2_bf` vs MoCo-v2 on CIFAR-10-LT, few-class kNN"),
+    Comparison("study", "v3_authors_trainable", "v3", "knn_end",
+               "the authors' MoCo-v3 design, layer trainable, vs MoCo-v3, kNN"),
+    Comparison("study_lt", "lt_v3_authors", "lt_v3", "knn_few",
+               "the authors' MoCo-v3 design vs MoCo-v3 on CIFAR-10-LT, few-class kNN"),
+    Comparison("study_lt", "lt_v2_bf", "lt_v2", "knn_few",
+               "`mocov2_bf` vs MoCo-v2 on CIFAR-10-LT, few-class kNN"),
 )
 
 
@@ -56,7 +64,8 @@ def read_runs(path: Path) -> list[dict]:
 def deltas(rows: list[dict], c: Comparison) -> list[float]:
     """Per seed, in seed order: the variant's value minus its baseline's."""
     def by_seed(name):
-        return {int(r["seed"]): float(r[c.metric]) for r in rows if r["name"] == name and r.get(c.metric)}
+        return {int(r["seed"]): float(r[c.metric]) for r in rows
+                if r["name"] == name and r.get(c.metric)}
     base, var = by_seed(c.baseline), by_seed(c.variant)
     return [var[s] - base[s] for s in sorted(var) if s in base]
 
@@ -78,7 +87,8 @@ def run_tests(results: Path) -> list[Tested]:
         adjusted = holm([t.p for _, t in found]) if family else [None] * len(found)
         # a family member's smallest detectable difference at Holm's strictest level, alpha / m
         alpha = ALPHA / len(FAMILY) if family else ALPHA
-        tested += [Tested(c, t, q, detectable(t.n, t.sd, alpha)) for (c, t), q in zip(found, adjusted)]
+        tested += [Tested(c, t, q, detectable(t.n, t.sd, alpha))
+                   for (c, t), q in zip(found, adjusted)]
     return tested
 
 
@@ -91,12 +101,14 @@ def verdict(x: Tested) -> str:
     stat += "" if x.p_holm is None else f", Holm p = {x.p_holm:.3f}"
     stat += f"; 95% interval {t.lo:+.2f} to {t.hi:+.2f})"
     if p < ALPHA:
-        return f"{c.what}: a {'gain' if t.mean > 0 else 'loss'} of {abs(t.mean):.2f} points, {stat}."
+        return (f"{c.what}: a {'gain' if t.mean > 0 else 'loss'} of {abs(t.mean):.2f} points, "
+                f"{stat}.")
     return f"{c.what}: no difference detectable above {x.detectable:.1f} points, {stat}."
 
 
 def markdown(tested: list[Tested]) -> str:
-    lines = ["| comparison | n | paired mean ± std | t | p | Holm p | 95% interval | detectable at 80% power |",
+    lines = ["| comparison | n | paired mean ± std | t | p | Holm p | 95% interval | "
+             "detectable at 80% power |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for x in tested:
         t = x.test
@@ -110,10 +122,13 @@ def sentences(tested: list[Tested]) -> str:
     """A lead that counts the family's rejections, then one line per family member."""
     family = [x for x in tested if x.p_holm is not None]
     found = [x.comparison.what for x in family if x.p_holm < ALPHA]
-    lead = (f"**{len(found)} of the {len(family)} planned comparisons differ{'s' if len(found) == 1 else ''} "
-            f"from plain MoCo-v3 after Holm's correction{': ' + '; '.join(found) if found else ''}.**")
+    lead = (f"**{len(found)} of the {len(family)} planned comparisons "
+            f"differ{'s' if len(found) == 1 else ''} "
+            f"from plain MoCo-v3 after Holm's correction"
+            f"{': ' + '; '.join(found) if found else ''}.**")
     if not found:
-        lead = f"**None of the {len(family)} planned comparisons differs from plain MoCo-v3 after Holm's correction.**"
+        lead = (f"**None of the {len(family)} planned comparisons differs from plain MoCo-v3 "
+                "after Holm's correction.**")
     return lead + "\n\n" + "".join(f"- {verdict(x)}\n" for x in family)
 
 

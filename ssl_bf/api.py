@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from torch import nn
+
 from ssl_bf.config.schema import Config
 from ssl_bf.methods import Method, build_method
 

@@ -49,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     source, out = parse_args(sys.argv[1:] if argv is None else argv)
     from ssl_bf.evaluation.load import load_target
     from ssl_bf.rundir.export import backbone_metadata
-    from ssl_bf.rundir.timm_export import create_timm_model, timm_spec, to_timm_state, write_timm_file
+    from ssl_bf.rundir.timm_export import (
+        create_timm_model,
+        timm_spec,
+        to_timm_state,
+        write_timm_file,
+    )
 
     target = load_target([f"checkpoint={source}"])
     meta = backbone_metadata(target.cfg.model, target.cfg.data.image_size)

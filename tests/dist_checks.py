@@ -75,11 +75,13 @@ def authors_v2_queue(acc) -> dict:
     x1, x2 = global_views(30)
     out = model([x[my_slice(acc)] for x in (x1, x2)])
     return {"authors_v2_queues": acc.gather(method.queue.keys.unsqueeze(0)),
-            "authors_v2_plain_keys": acc.gather(out.keys), "authors_v2_ptr": method.queue.ptr.clone()}
+            "authors_v2_plain_keys": acc.gather(out.keys),
+            "authors_v2_ptr": method.queue.ptr.clone()}
 
 
 def mocov2_queue(acc) -> dict:
-    """(b) the queue after steps with shuffle-BN: identical everywhere, holding every rank's keys."""
+    """(b) the queue after steps with shuffle-BN: identical everywhere, holding every rank's
+    keys."""
     cfg = load_config(["recipe=mocov2", *SMALL, "method.queue_size=40"])
     torch.manual_seed(0)
     method = build_method(cfg, acc.num_processes)
@@ -124,7 +126,8 @@ def batchformer_scope(acc, scope: str) -> dict:
     torch.manual_seed(0)
     path = QueryPath(nn.Identity(), nn.Identity(), None, build_batchformer(cfg.bf, 16), cfg.bf)
     g = torch.Generator().manual_seed(3)
-    h_all, w_all = torch.randn(GLOBAL_BATCH, 16, generator=g), torch.randn(GLOBAL_BATCH, 16, generator=g)
+    h_all, w_all = (torch.randn(GLOBAL_BATCH, 16, generator=g),
+                    torch.randn(GLOBAL_BATCH, 16, generator=g))
     sl = my_slice(acc)
     h = h_all[sl].clone().requires_grad_(True)
     out = path.batchformer(h)

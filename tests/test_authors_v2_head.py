@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightly.models.modules.heads import MoCoProjectionHead
+from test_bf_authors import TheirDecorator, assert_close, grads, make, their_v2_loss, views
 from torch import nn
 
 from ssl_bf.config import load_config
 from ssl_bf.errors import UsageError
 from ssl_bf.models.heads import mocov2_projector
 from ssl_bf.models.split_bn import SplitBatchNorm2d
-from test_bf_authors import TheirDecorator, assert_close, grads, make, their_v2_loss, views
 
 HEAD = ["method.proj_bn=true", "method.proj_layers=3", "bf.dropout=0.0"]
 

@@ -6,11 +6,11 @@ import torch
 import torchvision
 from torch import nn
 
-from ssl_bf.models.backbones import build_backbone
 from ssl_bf.config import load_config
 from ssl_bf.config.derived import backbone_dim
 from ssl_bf.config.schema import ModelConfig
 from ssl_bf.errors import UsageError
+from ssl_bf.models.backbones import build_backbone
 
 
 @pytest.mark.parametrize("name, width, size, dim", [
@@ -50,7 +50,8 @@ def test_resnet_state_dict_loads_strictly_into_torchvision():
         assert torch.allclose(ours(x), theirs(x), atol=1e-5)
     r50 = torchvision.models.resnet50()
     r50.fc = nn.Identity()
-    r50.load_state_dict(build_backbone(ModelConfig(backbone="resnet50"), 224).state_dict(), strict=True)
+    r50.load_state_dict(build_backbone(ModelConfig(backbone="resnet50"), 224).state_dict(),
+                        strict=True)
 
 
 def test_vit_state_dict_loads_strictly_into_torchvision():
@@ -78,8 +79,9 @@ def test_bad_patch_size_and_vit_width_are_usage_errors():
         load_config(["model.backbone=vit_tiny", "model.width=0.5"])
 
 
-@pytest.mark.parametrize("backbone, width", [("resnet18", 1.0), ("resnet18", 0.25), ("resnet18", 0.3),
-                                             ("resnet50", 0.125), ("vit_tiny", 1.0), ("vit_small", 1.0)])
+@pytest.mark.parametrize("backbone, width", [("resnet18", 1.0), ("resnet18", 0.25),
+                                             ("resnet18", 0.3), ("resnet50", 0.125),
+                                             ("vit_tiny", 1.0), ("vit_small", 1.0)])
 def test_static_feature_width_is_what_the_backbone_outputs(backbone, width):
     """config/derived.backbone_dim (used by validation) against the built module."""
     cfg = ModelConfig(backbone=backbone, width=width, vit_depth=1)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURE
 from PIL import Image
 from torchvision.transforms import ColorJitter, RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from conftest import FIXTURE
 from ssl_bf.config.schema import AugConfig
 from ssl_bf.data.batched_ops import blur_kernel_size
 from ssl_bf.data.batched_views import BatchedViews, apply_view, crop_views, view_params
@@ -34,12 +34,14 @@ def draws(spec: ViewSpec, h: int = 32, w: int = 32, epoch: int = 0):
 
 
 def mocov2_spec(min_scale=0.2) -> ViewSpec:
-    return spec_from_lightly(pretrain_transform("mocov2", 32, AugConfig(min_scale=min_scale)).transforms[0])
+    return spec_from_lightly(
+        pretrain_transform("mocov2", 32, AugConfig(min_scale=min_scale)).transforms[0])
 
 
 def test_spec_is_read_off_lightlys_transforms():
     v2 = mocov2_spec()
-    assert (v2.scale, v2.flip_p, v2.jitter_p, v2.grey_p, v2.blur_p) == ((0.2, 1.0), 0.5, 0.8, 0.2, 0.5)
+    assert ((v2.scale, v2.flip_p, v2.jitter_p, v2.grey_p, v2.blur_p)
+            == ((0.2, 1.0), 0.5, 0.8, 0.2, 0.5))
     assert v2.jitter == ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))
     byol = pretrain_transform("mocov3", 32, AugConfig(min_scale=0.08)).transforms
     s1, s2 = (spec_from_lightly(v) for v in byol)
@@ -52,12 +54,14 @@ def test_crop_area_and_aspect_ratio_follow_torchvisions_get_params(shape, min_sc
     h, w = shape
     ours = draws(mocov2_spec(min_scale), h, w)
     torch.manual_seed(0)
-    ref = np.array([RandomResizedCrop.get_params(torch.empty(3, h, w), [min_scale, 1.0], [3 / 4, 4 / 3])
+    ref = np.array([RandomResizedCrop.get_params(torch.empty(3, h, w), [min_scale, 1.0],
+                                                 [3 / 4, 4 / 3])
                     for _ in range(N)], dtype=float)  # (top, left, height, width)
     area = (ours.height * ours.width).numpy() / (h * w)
     assert ks(area, ref[:, 2] * ref[:, 3] / (h * w)) < KS_CRITICAL
     assert ks((ours.width / ours.height).numpy(), ref[:, 3] / ref[:, 2]) < KS_CRITICAL
-    assert ks(ours.top.numpy(), ref[:, 0]) < KS_CRITICAL and ks(ours.left.numpy(), ref[:, 1]) < KS_CRITICAL
+    assert (ks(ours.top.numpy(), ref[:, 0]) < KS_CRITICAL
+            and ks(ours.left.numpy(), ref[:, 1]) < KS_CRITICAL)
     assert (ours.top + ours.height <= h).all() and (ours.left + ours.width <= w).all()
 
 
@@ -127,7 +131,8 @@ def reference_view(img: torch.Tensor, p, i: int, spec: ViewSpec) -> torch.Tensor
 def test_one_images_batched_view_equals_torchvisions_functional_ops(source, size):
     spec = ViewSpec(size=size, scale=(0.08, 1.0), jitter_p=0.7,
                     jitter=((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1)), grey_p=0.3,
-                    blur_p=0.5, solarize_p=0.5, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+                    blur_p=0.5, solarize_p=0.5, mean=(0.485, 0.456, 0.406),
+                    std=(0.229, 0.224, 0.225))
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (64, 3, source, source), dtype=torch.uint8, generator=g)
     p = view_params(spec, 0, 0, 0, torch.arange(64), source, source)
@@ -155,7 +160,8 @@ def test_batched_views_equal_the_pil_pipeline_up_to_its_8_bit_rounding(method):
     assert p.jitter.sum() > len(images) // 2 and p.grey.sum() > 10
     mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
     ours = apply_view(images, p, spec) * std + mean
-    pil = torch.stack([TF.to_dtype(TF.pil_to_tensor(functional_view(TF.to_pil_image(images[i]), p, i, spec)),
+    pil = torch.stack([TF.to_dtype(TF.pil_to_tensor(functional_view(TF.to_pil_image(images[i]),
+                                                                    p, i, spec)),
                                    torch.float32, scale=True) for i in range(len(images))])
     diff = (pil - ours) * 255
     assert diff.abs().mean() < 1.5

@@ -24,9 +24,11 @@ def naive_post_norm_layer(layer, x, mask_self):
         if mask_self:
             scores = scores - torch.eye(x.shape[0]) * 1e9
         outs.append(torch.softmax(scores, dim=1) @ v[:, sl])
-    attn = torch.cat(outs, dim=1) @ layer.self_attn.out_proj.weight.T + layer.self_attn.out_proj.bias
+    attn = (torch.cat(outs, dim=1) @ layer.self_attn.out_proj.weight.T
+            + layer.self_attn.out_proj.bias)
     h1 = F.layer_norm(x + attn, (d,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
-    ff = F.relu(h1 @ layer.linear1.weight.T + layer.linear1.bias) @ layer.linear2.weight.T + layer.linear2.bias
+    ff = (F.relu(h1 @ layer.linear1.weight.T + layer.linear1.bias) @ layer.linear2.weight.T
+          + layer.linear2.bias)
     return F.layer_norm(h1 + ff, (d,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
 
 

@@ -189,7 +189,8 @@ def their_v2(method, cfg, x1, x2, queue, perm=None, devices=1, bf_queue=None):
     """
     m = method
     layer = TheirDecorator(m.query.bf.encoder.layers[0], devices)
-    encoder_q = nn.Sequential(copy.deepcopy(m.query.backbone), layer, copy.deepcopy(m.query.projector))
+    encoder_q = nn.Sequential(copy.deepcopy(m.query.backbone), layer,
+                              copy.deepcopy(m.query.projector))
     encoder_k = nn.Sequential(copy.deepcopy(m.key.backbone), layer, copy.deepcopy(m.key.projector))
     q = F.normalize(encoder_q(x1), dim=1)
     with torch.no_grad():
@@ -206,7 +207,8 @@ def their_v2_loss(q, k, queue, cfg, bf_queue=None):
     """builder_v2.py L190-211: 4B rows (query stream x key stream) against the queue."""
     h = len(q) // 2
     l_pos = torch.cat([torch.einsum("nc,nc->n", [a, b]).unsqueeze(-1)
-                       for a, b in ((q[:h], k[:h]), (q[:h], k[h:]), (q[h:], k[:h]), (q[h:], k[h:]))])
+                       for a, b in ((q[:h], k[:h]), (q[:h], k[h:]), (q[h:], k[:h]),
+                                    (q[h:], k[h:]))])
     tmp_q = torch.cat([q[:h], q[:h], q[h:], q[h:]], dim=0)
     l_neg = torch.einsum("nc,ck->nk", [tmp_q, queue.T.clone()])
     if bf_queue is not None:  # rows (plain, BF) and (BF, BF) against the BF keys' queue
@@ -281,7 +283,8 @@ def test_mask_self_over_groups_of_one_is_a_usage_error():
 
 
 def test_per_stream_queues_score_each_pairing_against_its_key_streams_queue():
-    cfg, m = make("mocov2_bf_authors", "bf.dropout=0.0", "method.bn_splits=1", "bf.queue=per_stream")
+    cfg, m = make("mocov2_bf_authors", "bf.dropout=0.0", "method.bn_splits=1",
+                  "bf.queue=per_stream")
     x1, x2 = views()
     queue, bf_queue = m.queue.keys.clone(), m.bf_queue.keys.clone()
     assert not torch.allclose(queue, bf_queue)

@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from ssl_bf.config import load_config, parse_overrides, to_dict
 from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError
-
-from conftest import REPO
 
 
 def test_overrides_are_typed_and_nested():
@@ -73,9 +72,11 @@ def test_round_trip_through_dict():
     (["train=3"], "train: expected a section of keys"),
     (["recipe=mocov3", "bf.keys=true"], "bf.keys: true needs bf.enabled=true"),
     (["recipe=mocov3_bf", "bf.keys=true"], "bf.loss: 'weighted' scores against the plain keys"),
-    (["recipe=mocov3_bf_authors", "bf.loss_weight=0.5"], "bf.loss_weight: applies to bf.loss=weighted"),
+    (["recipe=mocov3_bf_authors", "bf.loss_weight=0.5"],
+     "bf.loss_weight: applies to bf.loss=weighted"),
     (["recipe=mocov3_bf", "bf.loss_weight=-1"], "bf.loss_weight: must be at least 0"),
-    (["recipe=mocov3_bf", "bf.loss=pairs"], "bf.loss: 'pairs' is not one of weighted, pair_sum, pair_mean"),
+    (["recipe=mocov3_bf", "bf.loss=pairs"],
+     "bf.loss: 'pairs' is not one of weighted, pair_sum, pair_mean"),
 ])
 def test_errors_name_the_key(args, expected):
     with pytest.raises(UsageError) as err:

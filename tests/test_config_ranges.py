@@ -127,9 +127,10 @@ def test_valid_edges_are_accepted():
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["recipe=mocov3_bf", "bf.heads=3"], "bf.heads: 3 heads do not divide the width the layer attends "
-                                         "over (256, method.proj_out"),
-    (["recipe=mocov3_bf_authors", "model.width=0.25", "bf.heads=3"], "(128, the backbone's features"),
+    (["recipe=mocov3_bf", "bf.heads=3"], "bf.heads: 3 heads do not divide the width the layer "
+                                         "attends over (256, method.proj_out"),
+    (["recipe=mocov3_bf_authors", "model.width=0.25", "bf.heads=3"],
+     "(128, the backbone's features"),
 ])
 def test_cross_key_checks(args, fragment):
     with pytest.raises(UsageError) as err:

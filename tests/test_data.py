@@ -36,12 +36,14 @@ def test_missing_data_names_the_layouts(tmp_path):
     with pytest.raises(UsageError) as err:
         build_source(DataConfig(root=str(tmp_path / "none")), "pretrain")
     message = str(err.value)
-    assert "train" in message and "cifar-10-batches-py" in message and "data.download=true" in message
+    assert ("train" in message and "cifar-10-batches-py" in message
+            and "data.download=true" in message)
     assert "../shared" not in message
 
 
 def samplers(size, batch, world, accumulate=1, start=0):
-    return [list(GlobalBatchSampler(size, batch, accumulate, r, world, seed=3, epoch=1, start_step=start))
+    return [list(GlobalBatchSampler(size, batch, accumulate, r, world, seed=3, epoch=1,
+                                    start_step=start))
             for r in range(world)]
 
 
@@ -80,7 +82,8 @@ def test_views_identical_with_and_without_workers(cifar_root):
     source = build_source(DataConfig(root=str(cifar_root)), "pretrain", subset=16)
     ds = ViewsDataset(source, pretrain_transform("mocov2", 32, AugConfig()), seed=0)
     sampler = GlobalBatchSampler(16, 8, 1, 0, 1, seed=0, epoch=0)
-    loaders = [torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=w) for w in (0, 2)]
+    loaders = [torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=w)
+               for w in (0, 2)]
     for a, b in zip(*loaders):
         assert torch.equal(a.index, b.index) and torch.equal(a.images, b.images)
         assert a.images.shape == (8, 2, 3, 32, 32) and (a.epoch == 0).all() and (a.bad == -1).all()

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 
 from ssl_bf.rundir.checkpoint import load_checkpoint
 
-from conftest import REPO
-
-LAUNCH2 = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH2 = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no"]
 
 
 def run(cmd: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
@@ -100,7 +100,8 @@ FAST = ["model.width=0.25", "method.proj_hidden=128", "method.pred_hidden=128",
 
 
 def steps_logged(out: Path) -> list[int]:
-    return [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line)["step"]
+            for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("first, second, recipe", [
@@ -109,7 +110,8 @@ def steps_logged(out: Path) -> list[int]:
 ])
 def test_checkpoints_move_between_world_sizes(tmp_path, cifar_root, first, second, recipe):
     out = tmp_path / "run"
-    base = ["ssl_bf/pretrain.py", *recipe, f"data.root={cifar_root}", f"train.output_dir={out}", *FAST]
+    base = ["ssl_bf/pretrain.py", *recipe, f"data.root={cifar_root}", f"train.output_dir={out}",
+            *FAST]
     launcher = {"one": [sys.executable], "two": LAUNCH2}
     run([*launcher[first], *base, "train.epochs=1"])
     _, _, state = load_checkpoint(out / "checkpoints" / "last")

@@ -16,7 +16,8 @@ ENV = dict(os.environ, PYTHONPATH=REPO)
 
 def cli(name: str):
     """eval/NAME.py as a module (its main() is the CLI)."""
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", os.path.join(REPO, "eval", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(f"eval_{name}",
+                                                  os.path.join(REPO, "eval", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -25,7 +26,8 @@ def cli(name: str):
 def run(args: list[str], launch: list[str] | None = None) -> subprocess.CompletedProcess:
     prefix = [sys.executable] if launch is None else \
         [sys.executable, "-m", "accelerate.commands.launch", *launch]
-    done = subprocess.run(prefix + args, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
+    done = subprocess.run(prefix + args, capture_output=True, text=True, env=ENV, cwd=REPO,
+                          timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done
 
@@ -76,7 +78,8 @@ def test_knn_cli_random_baseline(cifar_root, capsys, fresh_accelerate):
     assert "random init (seed 0)" in out
 
 
-def test_knn_cli_on_the_exported_file_agrees_with_the_run(run_dir, cifar_root, capsys, fresh_accelerate):
+def test_knn_cli_on_the_exported_file_agrees_with_the_run(run_dir, cifar_root, capsys,
+                                                          fresh_accelerate):
     assert cli("knn").main([f"checkpoint={run_dir / 'backbone.safetensors'}",
                             f"data.root={cifar_root}"]) == 0
     row = last_json(capsys.readouterr().out)

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from accelerate.state import AcceleratorState
 
-from ssl_bf.models.backbones import build_backbone
 from ssl_bf.config import load_config
 from ssl_bf.data.pipeline import eval_dataset
 from ssl_bf.evaluation.features import eval_loader, extract_features
+from ssl_bf.models.backbones import build_backbone
 from ssl_bf.training.runtime import make_accelerator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,9 +88,9 @@ def test_two_processes_return_each_sample_once_in_order(cifar_root, tmp_path):
     script = tmp_path / "extract.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(script), str(cifar_root), str(tmp_path), str(ODD)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", str(script), str(cifar_root), str(tmp_path), str(ODD)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     _, backbone, dataset = small_setup(cifar_root)

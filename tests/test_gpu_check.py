@@ -25,10 +25,12 @@ def test_gpu_check_runs_both_parts_on_cpu(tmp_path, cifar_root):
     for recipe in ("imagenet_mocov3_vits",):
         assert any(line.startswith(recipe) and "samples/s" in line for line in part_a.splitlines())
     e2e = json.loads((out / "e2e.json").read_text())
-    assert set(e2e["medians"]) == {"ssl_bf batched views", "ssl_bf PIL workers", "lightly example loop"}
+    assert set(e2e["medians"]) == {"ssl_bf batched views", "ssl_bf PIL workers",
+                                   "lightly example loop"}
     assert part_a.count("200 epochs of 50,000 images") == 3
     assert '"knn_top1"' in part_a and "kNN evaluation wall time" in part_a
     knn = [line for line in part_b.splitlines() if "kNN top-1" in line]
     assert [line.split()[0] for line in knn] == ["mocov3", "mocov3_bf", "mocov3_bf_authors"]
-    assert {p.name for p in out.iterdir()} >= {"device.txt", "b_mocov3.jsonl", "b_mocov3_bf_authors.jsonl"}
+    assert {p.name for p in out.iterdir()} >= {"device.txt", "b_mocov3.jsonl",
+                                               "b_mocov3_bf_authors.jsonl"}
     assert len(list(Path(out).iterdir())) <= 8  # the device tool returns at most 8 files

@@ -147,7 +147,8 @@ def test_cuda_visible_devices_counts_like_cuda(bin_dir, cvd, gpus):
 
 def test_mixed_precision_only_when_asked(bin_dir):
     assert dry(bin_dir, NUM_GPUS="2", MIXED_PRECISION="bf16")["opts"]["--mixed_precision"] == "bf16"
-    assert dry(bin_dir, CUDA_VISIBLE_DEVICES="", MIXED_PRECISION="bf16")["opts"]["--mixed_precision"] == "bf16"
+    assert dry(bin_dir, CUDA_VISIBLE_DEVICES="",
+               MIXED_PRECISION="bf16")["opts"]["--mixed_precision"] == "bf16"
 
 
 def test_master_port_on_one_machine(bin_dir):

@@ -7,18 +7,19 @@ import torch.nn.functional as F
 from accelerate.state import AcceleratorState
 from torch import nn
 
-from ssl_bf.models.backbones import build_backbone
 from ssl_bf.config import load_config
 from ssl_bf.config.schema import LinearConfig
 from ssl_bf.evaluation.frozen import BackboneMoved, check_unchanged, snapshot
 from ssl_bf.evaluation.linear import linear_probe, lr_at, topk_accuracy, train_head
 from ssl_bf.evaluation.splits import labelled_splits, num_classes
+from ssl_bf.models.backbones import build_backbone
 from ssl_bf.training.runtime import make_accelerator
 
 
 def test_step_and_cosine_schedules():
     step = LinearConfig(lr=30.0, batch_size=256, schedule="step", milestones=[60, 80], epochs=100)
-    assert [lr_at(step, e) for e in (0, 59, 60, 79, 80, 99)] == pytest.approx([30, 30, 3, 3, 0.3, 0.3])
+    assert ([lr_at(step, e) for e in (0, 59, 60, 79, 80, 99)]
+            == pytest.approx([30, 30, 3, 3, 0.3, 0.3]))
     cosine = LinearConfig(lr=0.1, batch_size=512, schedule="cosine", epochs=90)  # 0.1 per 256
     assert lr_at(cosine, 0) == pytest.approx(0.2)
     assert lr_at(cosine, 45) == pytest.approx(0.1)

@@ -7,13 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from ssl_bf.config import load_config
-from ssl_bf.errors import UsageError
 from ssl_bf.data.images import long_tail_counts, long_tail_first
+from ssl_bf.errors import UsageError
 from ssl_bf.evaluation.groups import class_groups, group_top1, per_class_top1
-
-from conftest import REPO
 
 
 def test_cui_profile_gives_the_published_cifar_lt_sizes():
@@ -59,7 +58,8 @@ def test_imbalance_errors(args, fragment):
 
 
 def test_lt_recipes_are_one_override_on_their_base():
-    for name in ("mocov2", "mocov2_bf", "mocov3", "mocov3_bf", "mocov2_bf_authors", "mocov3_bf_authors"):
+    for name in ("mocov2", "mocov2_bf", "mocov3", "mocov3_bf", "mocov2_bf_authors",
+                 "mocov3_bf_authors"):
         lt, base = load_config([f"recipe=cifar10_lt/{name}"]), load_config([f"recipe={name}"])
         assert lt.data.imbalance == 100 and lt.method == base.method and lt.bf == base.bf
 
@@ -67,17 +67,18 @@ def test_lt_recipes_are_one_override_on_their_base():
 def test_lt_run_reports_groups_and_the_cli_agrees_with_the_monitor(tmp_path, cifar_root):
     out = tmp_path / "lt"
     common = [f"data.root={cifar_root}", "model.width=0.25", "knn.k=[10]", "method.proj_hidden=64"]
-    run = subprocess.run([sys.executable, "ssl_bf/pretrain.py", "recipe=mocov2", "data.imbalance=10",
-                          "train.batch_size=32", "train.epochs=1", "knn.every=1", "method.bn_splits=4",
-                          f"train.output_dir={out}", *common], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run([sys.executable, "ssl_bf/pretrain.py", "recipe=mocov2",
+                          "data.imbalance=10", "train.batch_size=32", "train.epochs=1",
+                          "knn.every=1", "method.bn_splits=4", f"train.output_dir={out}", *common],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     # 20 images a class in the fixture: floor(20 * 10^(-c/9)) = 20, 15, 11, ..., 2
     counts = [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
     assert f"per class: {' '.join(map(str, counts))}" in run.stdout
     assert (out / "config.yaml").read_text().startswith(f"# pretraining on {sum(counts)} images")
     monitor = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert monitor["class_counts"] == counts and set(monitor["knn_top1_groups"]) == {"many", "medium", "few"}
+    assert (monitor["class_counts"] == counts
+            and set(monitor["knn_top1_groups"]) == {"many", "medium", "few"})
     assert len(monitor["knn_top1_per_class"]) == 10
     cli = subprocess.run([sys.executable, "eval/knn.py", f"checkpoint={out}", *common], cwd=REPO,
                          capture_output=True, text=True, timeout=300)

@@ -6,8 +6,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ssl_bf.methods.losses import (chance_loss_mocov3, chance_loss_queue, combine_streams,
-                           info_nce_queue, mocov3_contrastive)
+from ssl_bf.methods.losses import (
+    chance_loss_mocov3,
+    chance_loss_queue,
+    combine_streams,
+    info_nce_queue,
+    mocov3_contrastive,
+)
 
 
 def naive_info_nce(q, k, queue, t):

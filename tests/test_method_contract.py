@@ -13,8 +13,8 @@ from ssl_bf.data.transforms import pretrain_transform
 from ssl_bf.methods import BUILDERS, Method, StepOutput, build_method
 from ssl_bf.training.optim import param_groups
 
-SMALL = ["model.width=0.125", "method.proj_hidden=64", "method.pred_hidden=64", "method.proj_out=32",
-         "method.queue_size=64", "train.batch_size=16", "method.bn_splits=2"]
+SMALL = ["model.width=0.125", "method.proj_hidden=64", "method.pred_hidden=64",
+         "method.proj_out=32", "method.queue_size=64", "train.batch_size=16", "method.bn_splits=2"]
 
 
 def method(name: str, *extra: str) -> tuple:
@@ -55,7 +55,8 @@ def test_roles_partition_the_trainable_parameters_and_batchformer_is_its_own(nam
     assert {id(p) for p in roles["batchformer"]} == {id(p) for p in m.batchformer.parameters()}
     # the optimizer's BatchFormer groups hold exactly those, at bf.lr_scale
     groups = {g["name"]: g for g in param_groups(cfg, m)}
-    bf_params = {id(p) for n in ("batchformer", "batchformer_norm_bias") for p in groups.get(n, {"params": []})["params"]}
+    bf_params = {id(p) for n in ("batchformer", "batchformer_norm_bias")
+                 for p in groups.get(n, {"params": []})["params"]}
     assert bf_params == {id(p) for p in roles["batchformer"]}
     assert groups["batchformer"]["lr_scale"] == 0.1 and groups["weights"]["lr_scale"] == 1.0
 
@@ -71,7 +72,8 @@ def test_the_backbone_sits_under_its_prefix_in_the_state_dict(name):
     _, m = method(name)
     state = m.state_dict()
     for key, value in m.backbone.state_dict().items():
-        assert state[Method.BACKBONE_PREFIX + key] is value or torch.equal(state[Method.BACKBONE_PREFIX + key], value)
+        assert (state[Method.BACKBONE_PREFIX + key] is value
+                or torch.equal(state[Method.BACKBONE_PREFIX + key], value))
 
 
 def test_every_registered_name_is_built_configured_and_augmented():
@@ -79,7 +81,8 @@ def test_every_registered_name_is_built_configured_and_augmented():
     for name in METHODS:
         cfg = load_config([f"method.name={name}"])  # the schema takes it
         transform = pretrain_transform(name, 32, cfg.aug)
-        assert len(transform.transforms) == build_method(load_config([f"recipe={name}", *SMALL])).n_views
+        assert (len(transform.transforms)
+                == build_method(load_config([f"recipe={name}", *SMALL])).n_views)
         # the view family the registry names is the one the transform builds
         family = "MoCoV2Transform" if traits(name).views == "mocov2" else "BYOLTransform"
         assert type(transform).__name__ == family

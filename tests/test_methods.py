@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bf.config import load_config
-from ssl_bf.rundir.export import backbone_metadata
-from ssl_bf.methods.losses import info_nce_queue, mocov3_contrastive
 from ssl_bf.methods import build_method
+from ssl_bf.methods.losses import info_nce_queue, mocov3_contrastive
+from ssl_bf.rundir.export import backbone_metadata
 from ssl_bf.training.optim import build_optimizer, set_lr
 
 SMALL = ["model.width=0.25", "method.proj_hidden=64", "method.pred_hidden=64",

@@ -9,10 +9,10 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from conftest import REPO
 from safetensors.torch import load_file
 from torch import nn
 
-from conftest import REPO
 from ssl_bf.config.schema import ProbeConfig
 from ssl_bf.training.online_probe import OnlineProbe
 
@@ -42,13 +42,16 @@ def test_update_is_one_sgd_step_on_the_captured_training_features():
     F.cross_entropy(logits, y).backward()
     torch.testing.assert_close(probe.head.weight, w0 - 0.5 * w.grad)
     torch.testing.assert_close(probe.head.bias, b0 - 0.5 * b.grad)
-    assert math.isclose(float(acc), 100.0 * float((logits.argmax(1) == y).float().mean()), rel_tol=1e-6)
+    assert math.isclose(float(acc), 100.0 * float((logits.argmax(1) == y).float().mean()),
+                        rel_tol=1e-6)
     assert out.grad_fn is not None and backbone.weight.grad is None  # nothing flowed back
-    assert probe.top1(feats, y) == round(100.0 * float((probe.head(feats).argmax(1) == y).float().mean()), 4)
+    assert probe.top1(feats, y) == round(
+        100.0 * float((probe.head(feats).argmax(1) == y).float().mean()), 4)
 
 
 def pretrain(out, cifar_root, *extra) -> list[dict]:
-    done = subprocess.run([sys.executable, "ssl_bf/pretrain.py", "recipe=mocov3_bf", f"data.root={cifar_root}",
+    done = subprocess.run([sys.executable, "ssl_bf/pretrain.py", "recipe=mocov3_bf",
+                           f"data.root={cifar_root}",
                            "train.epochs=2", "train.batch_size=64", "model.width=0.25",
                            "method.proj_hidden=128", "method.pred_hidden=128", "knn.every=1",
                            f"train.output_dir={out}", *extra],

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO
 from safetensors.torch import load_file
 
 from ssl_bf.rundir.checkpoint import load_checkpoint
-
-from conftest import REPO
 
 FAST = ["model.width=0.25", "method.proj_hidden=128", "method.pred_hidden=128",
         "train.batch_size=32", "knn.every=0", "train.log_every=1", "method.bn_splits=4"]
@@ -59,8 +58,10 @@ def test_recipe_writes_the_contract_run_directory(tmp_path, cifar_root, recipe):
 def test_killed_mid_epoch_resumes_to_the_same_result(tmp_path, cifar_root):
     """kill -9 after a mid-epoch checkpoint; resume=auto ends where an uninterrupted run ends
     (the authors' MoCo-v2 design: keys through the shared layer, both key streams queued)."""
-    args = ["recipe=mocov2_bf_authors", "train.epochs=2", "train.checkpoint_every=2", "data.subset=160",
-            "aug.batched=false"]  # lightly's PIL views (the SIGTERM test in test_reliability: batched)
+    args = ["recipe=mocov2_bf_authors", "train.epochs=2", "train.checkpoint_every=2",
+            "data.subset=160",
+            # lightly's PIL views (the SIGTERM test in test_reliability: batched)
+            "aug.batched=false"]
     straight = tmp_path / "straight"
     pretrain(straight, cifar_root, *args)
     crashed = tmp_path / "crashed"
@@ -74,11 +75,14 @@ def test_killed_mid_epoch_resumes_to_the_same_result(tmp_path, cifar_root):
     proc.wait()
     assert not (crashed / "backbone.safetensors").exists()  # it really died before the end
     pretrain(crashed, cifar_root, *args, "train.resume=auto")
-    a, b = load_file(str(straight / "backbone.safetensors")), load_file(str(crashed / "backbone.safetensors"))
+    a, b = (load_file(str(straight / "backbone.safetensors")),
+            load_file(str(crashed / "backbone.safetensors")))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
-    ma, mb = load_checkpoint(straight / "checkpoints" / "last")[0], load_checkpoint(crashed / "checkpoints" / "last")[0]
-    assert torch.equal(ma["queue.keys"], mb["queue.keys"]) and torch.equal(ma["queue.ptr"], mb["queue.ptr"])
+    ma, mb = (load_checkpoint(straight / "checkpoints" / "last")[0],
+              load_checkpoint(crashed / "checkpoints" / "last")[0])
+    assert (torch.equal(ma["queue.keys"], mb["queue.keys"])
+            and torch.equal(ma["queue.ptr"], mb["queue.ptr"]))
     la = [(r["step"], r["loss"]) for r in metrics(straight)]
     lb = [(r["step"], r["loss"]) for r in metrics(crashed)]
     assert la == lb
@@ -96,6 +100,8 @@ def test_existing_run_is_not_overwritten(tmp_path, cifar_root):
 def test_batch_larger_than_data_is_a_usage_error(tmp_path, cifar_root):
     result = subprocess.run([sys.executable, "ssl_bf/pretrain.py", "recipe=mocov3",
                              f"data.root={cifar_root}", f"train.output_dir={tmp_path}/x", *FAST,
-                             "data.subset=20"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                             "data.subset=20"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: train.batch_size: 32 is larger than the data set")
+    assert result.stderr.strip().startswith(
+        "error: train.batch_size: 32 is larger than the data set")

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CIFAR_PACK, REPO
 
 README = (REPO / "README.md").read_text()
@@ -67,7 +66,8 @@ def on_fixture(command: str, root: Path) -> str:
     extra = f" data.root={root} data.subset=null knn.test_subset=null"
     if "pretrain.py" in command:
         extra += " train.batch_size=64"
-    return command + extra if ("pretrain.py" in command or "checkpoint=random" in command) else command
+    return (command + extra if ("pretrain.py" in command or "checkpoint=random" in command)
+            else command)
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +75,16 @@ def quickstart(cifar_root):
     fixture = None
     if not (REPO / "data" / "cifar10" / "train").is_dir():
         if (CIFAR_PACK / "make_imagefolder.py").is_file():  # the offline copy, as CI writes it
-            subprocess.run([sys.executable, str(CIFAR_PACK / "make_imagefolder.py"), "data/cifar10"],
+            subprocess.run([sys.executable, str(CIFAR_PACK / "make_imagefolder.py"),
+                            "data/cifar10"],
                            cwd=REPO, check=True, capture_output=True)
         else:
             fixture = cifar_root
     run = REPO / "runs" / "quick"
     shutil.rmtree(run, ignore_errors=True)
     outputs = {}
-    for command in commands(section("Quickstart on CIFAR-10"))[:-1]:  # the last one fails on purpose
+    # the last one fails on purpose
+    for command in commands(section("Quickstart on CIFAR-10"))[:-1]:
         if fixture is not None:
             command = on_fixture(command, fixture)
         result = shell(command)
@@ -106,7 +108,8 @@ def test_quickstart_runs_as_written(quickstart):
     assert 10.0 < untrained["knn_top1"] < 100.0 and 10.0 < trained["knn_top1"] < 100.0
     linear = next(last_json(o) for c, o in outputs.items() if "eval/linear.py" in c)
     assert 10.0 < linear["linear_top1"] <= linear["linear_top5"] <= 100.0
-    monitor = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if "knn_top1" in l]
+    monitor = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+               if "knn_top1" in line]
     assert [m["epoch"] for m in monitor] == [1, 2]
     assert abs(monitor[-1]["knn_top1"] - trained["knn_top1"]) < 0.02  # same setting, same number
 
@@ -127,13 +130,15 @@ def test_python_api_example(quickstart):
 
 def test_export_example_loads_strictly_into_torchvision(tmp_path, cifar_root):
     out = tmp_path / "runs" / "full"
-    result = subprocess.run([sys.executable, "ssl_bf/pretrain.py", "recipe=mocov2", f"data.root={cifar_root}",
-                             "data.subset=64", "train.batch_size=32", "train.max_steps=1", "knn.every=0",
+    result = subprocess.run([sys.executable, "ssl_bf/pretrain.py", "recipe=mocov2",
+                             f"data.root={cifar_root}", "data.subset=64", "train.batch_size=32",
+                             "train.max_steps=1", "knn.every=0",
                              "method.bn_splits=4", f"train.output_dir={out}"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     net = run_marked_python("export-example", tmp_path)["net"].eval()
     import torch
+
     import ssl_bf
     ours = ssl_bf.load_backbone(out)
     x = torch.randn(2, 3, 32, 32)
@@ -153,7 +158,8 @@ def test_export_example_loads_strictly_into_torchvision(tmp_path, cifar_root):
 def test_launch_dry_run_line_matches_the_readme():
     if (os.cpu_count() or 0) != 2:
         pytest.skip("the README shows the line of a 2-core machine")
-    documented = next(l for l in section("Scaling out").splitlines() if l.strip().startswith("# = OMP_NUM_THREADS"))
+    documented = next(line for line in section("Scaling out").splitlines()
+                      if line.strip().startswith("# = OMP_NUM_THREADS"))
     prefix = documented.strip()[len("# = "):].split(" ...")[0]
     result = shell("CUDA_VISIBLE_DEVICES= ./launch.sh --dry-run recipe=mocov3_bf data.subset=5000")
     assert result.returncode == 0, result.stderr

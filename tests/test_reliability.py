@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 from safetensors.torch import load_file
 
 from ssl_bf.rundir.checkpoint import find_latest, load_checkpoint, save_checkpoint
-
-from conftest import REPO
 
 SMALL = ["recipe=mocov3", "model.width=0.25", "method.proj_hidden=64", "method.pred_hidden=64",
          "knn.every=0", "train.log_every=1"]
@@ -30,7 +29,8 @@ def pretrain(out: Path, root: Path, *args: str, wait: bool = True):
     cmd = [sys.executable, "ssl_bf/pretrain.py", *SMALL, f"data.root={root}",
            f"train.output_dir={out}", *args]
     if not wait:
-        return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -49,16 +49,21 @@ def messy_root(cifar_root, tmp_path_factory) -> tuple[Path, list[str]]:
     bad[0].write_text("this is not an image")
     bad[1].write_bytes(good.read_bytes()[:200])
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (50, 40), dtype=np.uint8), "L").save(root / "train" / "frog" / "grey.png")
-    Image.fromarray(rng.integers(0, 255, (64, 64, 4), dtype=np.uint8), "RGBA").save(root / "train" / "ship" / "alpha.png")
-    Image.fromarray(rng.integers(0, 255, (20, 33, 3), dtype=np.uint8)).convert("P").save(root / "train" / "bird" / "palette.png")
-    Image.fromarray(rng.integers(0, 65535, (48, 48), dtype=np.uint16)).save(root / "train" / "deer" / "deep.png")
+    Image.fromarray(rng.integers(0, 255, (50, 40), dtype=np.uint8), "L").save(
+        root / "train" / "frog" / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (64, 64, 4), dtype=np.uint8), "RGBA").save(
+        root / "train" / "ship" / "alpha.png")
+    Image.fromarray(rng.integers(0, 255, (20, 33, 3), dtype=np.uint8)).convert("P").save(
+        root / "train" / "bird" / "palette.png")
+    Image.fromarray(rng.integers(0, 65535, (48, 48), dtype=np.uint16)).save(
+        root / "train" / "deer" / "deep.png")
     return root, [str(b) for b in bad]
 
 
 # views made on the device (the mocov3 recipe's default) and lightly's PIL views in workers
 @pytest.mark.parametrize("loading", [["data.cache_gb=8"],
-                                     ["data.cache_gb=0", "data.num_workers=2", "aug.batched=false"]])
+                                     ["data.cache_gb=0", "data.num_workers=2",
+                                      "aug.batched=false"]])
 def test_bad_images_are_replaced_counted_and_named_once(tmp_path, messy_root, loading):
     root, bad = messy_root
     # 206 images, batch 103: two steps cover every file, each epoch
@@ -69,7 +74,8 @@ def test_bad_images_are_replaced_counted_and_named_once(tmp_path, messy_root, lo
         assert result.stderr.count(path) == 1, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("loading", [["data.cache_gb=8"], ["data.cache_gb=0", "data.num_workers=1"]])
+@pytest.mark.parametrize("loading", [["data.cache_gb=8"],
+                                     ["data.cache_gb=0", "data.num_workers=1"]])
 def test_strict_data_makes_a_bad_image_an_error(tmp_path, messy_root, loading):
     root, bad = messy_root
     result = pretrain(tmp_path / "run", root, "train.batch_size=103", "data.strict=true", *loading)
@@ -127,7 +133,8 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path, cifar_root):
     marker = tmp_path / "pwned"
     with open(ckpt / "optimizer.pt", "wb") as f:
         pickle.dump({"state": WritesAFile(str(marker))}, f)
-    result = pretrain(out, cifar_root, "train.batch_size=32", "train.max_steps=2", "train.resume=auto")
+    result = pretrain(out, cifar_root, "train.batch_size=32", "train.max_steps=2",
+                      "train.resume=auto")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: refusing to load")
     assert not marker.exists()
@@ -143,7 +150,8 @@ def test_sigterm_saves_and_resume_continues_exactly(tmp_path, cifar_root):
     proc = pretrain(out, cifar_root, *args, wait=False)
     log = out / "metrics.jsonl"
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and (not log.exists() or len(log.read_text().splitlines()) < 2):
+    while (time.time() < deadline and proc.poll() is None
+           and (not log.exists() or len(log.read_text().splitlines()) < 2)):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
@@ -153,9 +161,11 @@ def test_sigterm_saves_and_resume_continues_exactly(tmp_path, cifar_root):
     assert 2 <= state["step"] < 15
     assert not (out / "backbone.safetensors").exists()
     assert pretrain(out, cifar_root, *args, "train.resume=auto").returncode == 0
-    a, b = load_file(str(straight / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
+    a, b = (load_file(str(straight / "backbone.safetensors")),
+            load_file(str(out / "backbone.safetensors")))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    (a, opt_a, _), (b, opt_b, _) = (load_checkpoint(d / "checkpoints" / "last") for d in (straight, out))
+    (a, opt_a, _), (b, opt_b, _) = (load_checkpoint(d / "checkpoints" / "last")
+                                    for d in (straight, out))
     probe = [k for k in a if k.startswith("online_probe.")]
     assert probe and all(torch.equal(a[k], b[k]) for k in probe)
     mom_a, mom_b = (o["online_probe."]["state"][0]["momentum_buffer"] for o in (opt_a, opt_b))
@@ -166,7 +176,8 @@ def test_sigterm_after_the_reader_of_stdout_died_still_stops_cleanly(tmp_path, c
     """A study driver or a shell that launched the run is killed, then the run gets SIGTERM:
     its "stopped" line meets a closed pipe; the checkpoint is written and the exit is clean."""
     out = tmp_path / "run"
-    proc = pretrain(out, cifar_root, "train.batch_size=32", "data.subset=96", "train.epochs=20", wait=False)
+    proc = pretrain(out, cifar_root, "train.batch_size=32", "data.subset=96", "train.epochs=20",
+                    wait=False)
     proc.stdout.close()  # the reading end is gone: the next write to stdout gets EPIPE
     log = out / "metrics.jsonl"
     deadline = time.time() + 240
@@ -180,7 +191,8 @@ def test_sigterm_after_the_reader_of_stdout_died_still_stops_cleanly(tmp_path, c
     _, _, state = load_checkpoint(out / "checkpoints" / "last")
     logged = [r["step"] for r in map(json.loads, log.read_text().splitlines()) if "loss" in r]
     assert state["step"] == logged[-1] >= 1  # saved where it stopped (train.log_every=1)
-    assert state["step"] < 20 * 3 and not (out / "backbone.safetensors").exists()  # 3 steps an epoch
+    # 3 steps an epoch
+    assert state["step"] < 20 * 3 and not (out / "backbone.safetensors").exists()
 
 
 WRITER = """
@@ -191,7 +203,7 @@ step = int(sys.argv[2])
 while True:
     step += 1
     save_checkpoint(sys.argv[1], step, big, {"state": {}, "param_groups": []}, {"step": step}, keep=2)
-"""
+"""  # noqa: E501 - a script run as it is: its text is kept unchanged
 
 
 def test_a_kill_during_a_write_leaves_a_loadable_checkpoint(tmp_path):
@@ -215,8 +227,8 @@ def test_a_kill_during_a_write_leaves_a_loadable_checkpoint(tmp_path):
 def test_rotation_keeps_the_newest_and_last_points_at_the_newest(tmp_path):
     root = tmp_path / "checkpoints"
     for step in range(1, 6):
-        save_checkpoint(root, step, {"w": torch.full((2,), float(step))}, {"state": {}, "param_groups": []},
-                        {"step": step}, keep=2)
+        save_checkpoint(root, step, {"w": torch.full((2,), float(step))},
+                        {"state": {}, "param_groups": []}, {"step": step}, keep=2)
     assert sorted(p.name for p in root.glob("step_*")) == ["step_00000004", "step_00000005"]
     assert os.readlink(root / "last") == "step_00000005"
     shutil.rmtree(root / "step_00000005")  # e.g. a disk fault took the newest one

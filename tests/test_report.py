@@ -47,7 +47,8 @@ def test_report_writes_readable_pictures_and_the_table(run_dir, tmp_path, capsys
 
 
 def test_report_argument_errors_exit_2(capsys, tmp_path):
-    for args, fragment in (([], "usage:"), (["--embedding-points", "x", str(tmp_path)], "--embedding-points"),
+    for args, fragment in (([], "usage:"),
+                           (["--embedding-points", "x", str(tmp_path)], "--embedding-points"),
                            ([str(tmp_path)], "not a run directory")):
         with pytest.raises(SystemExit) as exit_:
             report_main(args)

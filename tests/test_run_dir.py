@@ -13,16 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from ssl_bf.errors import UsageError
 from ssl_bf.rundir.run_lock import LOCK_FILE, RunLock
 
-from conftest import REPO
-
 SMALL = ["model.width=0.25", "method.proj_hidden=64", "method.pred_hidden=64", "knn.every=0",
          "train.log_every=1", "train.batch_size=32", "data.subset=64"]
-LAUNCH2 = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH2 = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no"]
 
 
 def cmd(out: Path, root: Path, *args: str) -> list[str]:
@@ -35,15 +35,15 @@ def run(command: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    errors = [l for l in lines if l.startswith("error:")]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     return errors[0]
 
 
 def steps(out: Path) -> list[int]:
-    return [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()
-            if "loss" in json.loads(l)]
+    return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+            if "loss" in json.loads(line)]
 
 
 def dead_pid() -> int:
@@ -73,19 +73,22 @@ def test_a_second_launch_on_a_live_run_exits_2_and_the_first_is_untouched(tmp_pa
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr[-2000:]
     logged = steps(out)
-    assert logged and logged == list(range(1, len(logged) + 1))  # each step once: nobody else wrote here
+    # each step once: nobody else wrote here
+    assert logged and logged == list(range(1, len(logged) + 1))
     assert not (out / LOCK_FILE).exists()  # released as it stopped
 
 
 def test_two_processes_fail_together_on_a_locked_directory(tmp_path, cifar_root):
     out = tmp_path / "run"
     out.mkdir()
-    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": "now", "command": "pytest"}
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": "now",
+              "command": "pytest"}
     (out / LOCK_FILE).write_text(json.dumps(holder))
     result = run([*LAUNCH2, *cmd(out, cifar_root, "train.epochs=1")[1:]])
     assert result.returncode != 0
     assert f"is in use by pid {os.getpid()}" in result.stderr
-    assert json.loads((out / LOCK_FILE).read_text()) == holder and sorted(os.listdir(out)) == [LOCK_FILE]
+    assert (json.loads((out / LOCK_FILE).read_text()) == holder
+            and sorted(os.listdir(out)) == [LOCK_FILE])
 
 
 def test_a_stale_lock_on_this_host_is_taken_over_another_hosts_is_not(tmp_path):
@@ -120,7 +123,8 @@ def finished_run(tmp_path_factory, cifar_root) -> Path:
     (["train.batch_size=16"], "train.batch_size (32 -> 16)"),
     (["recipe=mocov2"], "method.name"),
 ])
-def test_resume_that_changes_training_exits_2_naming_the_keys(finished_run, cifar_root, args, named):
+def test_resume_that_changes_training_exits_2_naming_the_keys(finished_run, cifar_root, args,
+                                                              named):
     before = (finished_run / "config.yaml").read_text()
     result = run([*cmd(finished_run, cifar_root, "train.epochs=2", "train.resume=auto"), *args])
     assert result.returncode == 2
@@ -129,13 +133,15 @@ def test_resume_that_changes_training_exits_2_naming_the_keys(finished_run, cifa
     assert (finished_run / "config.yaml").read_text() == before
 
 
-def test_allowed_and_forced_changes_are_recorded_with_their_step(tmp_path, finished_run, cifar_root):
+def test_allowed_and_forced_changes_are_recorded_with_their_step(tmp_path, finished_run,
+                                                                 cifar_root):
     out = tmp_path / "copy"
     shutil.copytree(finished_run, out)
-    result = run(cmd(out, cifar_root, "train.epochs=2", "train.resume=auto", "method.temperature=0.5",
-                     "train.allow_changes=[method.temperature]"))
+    result = run(cmd(out, cifar_root, "train.epochs=2", "train.resume=auto",
+                     "method.temperature=0.5", "train.allow_changes=[method.temperature]"))
     assert result.returncode == 0, result.stderr[-2000:]
-    changes = [json.loads(l) for l in (out / "config_changes.jsonl").read_text().splitlines()]
+    changes = [json.loads(line)
+               for line in (out / "config_changes.jsonl").read_text().splitlines()]
     assert [(c["step"], c["key"], c["from"], c["to"], c["allowed"]) for c in changes] == [
         (2, "method.temperature", 0.2, 0.5, "forced"), (2, "train.epochs", 1, 2, "observes"),
         (2, "train.output_dir", str(finished_run), str(out), "observes")]  # the copy moved it
@@ -147,7 +153,8 @@ def test_a_checkpoint_that_does_not_fit_names_the_first_mismatch(finished_run, c
     result = run(cmd(finished_run, cifar_root, "train.epochs=2", "train.resume=auto",
                      "method.proj_out=32", "train.allow_changes=[method.proj_out]"))
     assert result.returncode == 2
-    assert "does not fit this model" in error_line(result) and "(256, 64) in the checkpoint" in result.stderr
+    assert ("does not fit this model" in error_line(result)
+            and "(256, 64) in the checkpoint" in result.stderr)
 
 
 # --- storage faults -------------------------------------------------------------------
@@ -178,12 +185,14 @@ def test_a_full_disk_ends_with_one_error_line_and_the_run_resumes(small_disk, tm
     line = error_line(result)
     assert "cannot write" in line and "train.resume=auto" in line
     assert not list((out / "checkpoints").glob(".tmp-*"))  # nothing half-written
-    assert all(json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines())
+    assert all(json.loads(log_line)
+               for log_line in (out / "metrics.jsonl").read_text().splitlines())
     if small_disk is None:
         (out / "checkpoints").chmod(0o755)
     else:
         assert "last good checkpoint is" in line and "step_00000002" in line
         subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
-    again = run(cmd(out, cifar_root, "train.epochs=3", "train.resume=auto", "train.keep_checkpoints=1"))
+    again = run(cmd(out, cifar_root, "train.epochs=3", "train.resume=auto",
+                    "train.keep_checkpoints=1"))
     assert again.returncode == 0, again.stderr[-2000:]
     assert steps(out) == [1, 2, 3, 4, 5, 6] and (out / "backbone.safetensors").is_file()

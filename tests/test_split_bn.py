@@ -47,5 +47,6 @@ def test_gradients_equal_separate_batchnorms_on_each_half():
     (split(xs) * probe).sum().backward()
     (torch.cat([m(h) for m, h in zip(halves, xr.chunk(2))]) * probe).sum().backward()
     assert torch.allclose(xs.grad, xr.grad, atol=1e-5)
-    assert torch.allclose(split.weight.grad, halves[0].weight.grad + halves[1].weight.grad, atol=1e-5)
+    assert torch.allclose(split.weight.grad, halves[0].weight.grad + halves[1].weight.grad,
+                          atol=1e-5)
     assert torch.allclose(split.bias.grad, halves[0].bias.grad + halves[1].bias.grad, atol=1e-5)

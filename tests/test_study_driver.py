@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 from test_study_report import write_run
 
@@ -40,7 +39,8 @@ def test_report_only_archives_a_finished_run_without_its_checkpoints_and_reports
     assert proc.returncode == 0, proc.stderr
     kept = tmp_path / "results" / "tiny_runs" / "base" / "seed0"
     assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "metrics.jsonl", "result.json"]
-    assert all((kept / n).read_bytes() == (run / n).read_bytes() for n in ("config.yaml", "metrics.jsonl"))
+    assert all((kept / n).read_bytes() == (run / n).read_bytes()
+               for n in ("config.yaml", "metrics.jsonl"))
     assert "| `base` | base | 1 | 40.00 |" in (tmp_path / "results" / "tiny_summary.md").read_text()
 
 
@@ -50,5 +50,6 @@ def test_report_only_with_no_finished_run_is_a_usage_error_that_writes_nothing(t
     before = readme.read_text()
     proc = study(tmp_path, "--report-only", "--readme", str(readme))
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("error: no finished run") and proc.stderr.count("\n") == 1, proc.stderr
+    assert (proc.stderr.startswith("error: no finished run")
+            and proc.stderr.count("\n") == 1), proc.stderr
     assert readme.read_text() == before and not (tmp_path / "results").exists()

@@ -1,9 +1,9 @@
 """The study grid's rows are what their labels say (experiments/study_grid.yaml)."""
 from __future__ import annotations
 
-from ssl_bf.config import load_config, yaml_load
-
 from conftest import REPO
+
+from ssl_bf.config import load_config, yaml_load
 
 
 def grid() -> dict:
@@ -14,7 +14,8 @@ def grid() -> dict:
 def test_authors_rows_run_the_authors_recipes_bf_section():
     rows = grid()
     for name, recipe, extra in (("v3_authors", "mocov3_bf_authors", []),
-                                ("v3_authors_trainable", "mocov3_bf_authors", ["bf.trainable=true"]),
+                                ("v3_authors_trainable", "mocov3_bf_authors",
+                                 ["bf.trainable=true"]),
                                 ("v2_authors", "mocov2_bf_authors", [])):
         row = rows[name]
         study = load_config([f"recipe={row['recipe']}", *row["overrides"]])
@@ -50,7 +51,8 @@ def config(row: dict):
 def test_long_tailed_rows_run_the_shipped_and_the_authors_bf_sections():
     rows = lt_grid()
     for name, recipe in (("lt_v2_bf", "mocov2_bf"), ("lt_v3_bf", "mocov3_bf"),
-                         ("lt_v3_authors", "mocov3_bf_authors"), ("lt_v2_authors", "mocov2_bf_authors")):
+                         ("lt_v3_authors", "mocov3_bf_authors"),
+                         ("lt_v2_authors", "mocov2_bf_authors")):
         assert config(rows[name]).bf == load_config([f"recipe={recipe}"]).bf, name
         assert config(rows[name]).method.name == recipe[:6]
     for name, row in rows.items():
@@ -69,7 +71,8 @@ def test_balanced_control_differs_from_the_long_tailed_baseline_only_in_the_data
         lt, bal = config(rows[f"lt_{method}"]), config(rows[f"bal_{method}"])
         assert (lt.data.imbalance, lt.data.subset) == (100, None)
         assert (bal.data.imbalance, bal.data.subset, bal.data.eval_train) == (None, 12406, "full")
-        assert lt.data.eval_train in (None, "full")  # null = the balanced split under data.imbalance
+        # null = the balanced split under data.imbalance
+        assert lt.data.eval_train in (None, "full")
         for section in ("method", "model", "aug", "train", "knn", "linear", "bf"):
             assert getattr(lt, section) == getattr(bal, section), (method, section)
         assert rows[f"lt_{method}"]["baseline"] == f"bal_{method}"
@@ -101,12 +104,14 @@ def test_the_lt_grid_probes_every_row_at_its_recipes_lr_also_runs_written_before
         probe = [a for a in cmd if a.startswith("linear.")]
         assert probe == ["linear.lr=0.1"], run["name"]
         # the pin is what the recipes say now: a run written today is probed as its config says
-        assert config(run).linear == load_config([f"recipe={run['recipe']}", *run.get("overrides", []),
+        assert config(run).linear == load_config([f"recipe={run['recipe']}",
+                                                  *run.get("overrides", []),
                                                   *probe]).linear, run["name"]
 
 
 def test_the_full_cifar_rows_differ_only_in_the_shipped_bf_section():
-    rows = {r["name"]: r for r in yaml_load((REPO / "experiments" / "study_full_grid.yaml").read_text())["variants"]}
+    rows = {r["name"]: r for r in yaml_load(
+        (REPO / "experiments" / "study_full_grid.yaml").read_text())["variants"]}
     plain, bf = config(rows["full_v3"]), config(rows["full_v3_bf"])
     assert (plain.data.subset, plain.data.imbalance, plain.train.epochs) == (None, None, 100)
     assert bf.bf == load_config(["recipe=mocov3_bf"]).bf and not plain.bf.enabled

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from experiments.study_stats import detectable, holm, paired_test, power, seeds_needed
 from experiments.study_tests import FAMILY, markdown, run_tests, sentences, write_tests
 
@@ -21,7 +21,8 @@ def test_paired_t_by_hand():
     assert t.t == pytest.approx(2 * math.sqrt(3))
     assert t.p == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14))
     # 95% interval: t_{0.975, 2} = 4.302653 (any t table) times the standard error 1/sqrt 3
-    assert (t.lo, t.hi) == pytest.approx((2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)), abs=1e-5)
+    assert (t.lo, t.hi) == pytest.approx((2 - 4.302653 / math.sqrt(3),
+                                          2 + 4.302653 / math.sqrt(3)), abs=1e-5)
     with pytest.raises(ValueError):
         paired_test([0.5])
 
@@ -61,8 +62,10 @@ def write_csv(path, rows):
 def test_words_follow_the_holm_corrected_test(tmp_path):
     # v3_bf gains +1.0, +1.1, +0.9, +1.0 (a clear gain); v3_authors differs by +-1 (nothing)
     base = [{"name": "v3", "seed": s, "knn_end": 40.0} for s in range(4)]
-    bf = [{"name": "v3_bf", "seed": s, "knn_end": 40.0 + d} for s, d in enumerate((1.0, 1.1, 0.9, 1.0))]
-    authors = [{"name": "v3_authors", "seed": s, "knn_end": 40.0 + d} for s, d in enumerate((1, -1, 1, -1))]
+    bf = [{"name": "v3_bf", "seed": s, "knn_end": 40.0 + d}
+          for s, d in enumerate((1.0, 1.1, 0.9, 1.0))]
+    authors = [{"name": "v3_authors", "seed": s, "knn_end": 40.0 + d}
+               for s, d in enumerate((1, -1, 1, -1))]
     write_csv(tmp_path / "study_runs.csv", base + bf + authors)
     tested = run_tests(tmp_path)
     assert [x.comparison.variant for x in tested] == ["v3_bf", "v3_authors"]  # LT table absent
@@ -71,7 +74,8 @@ def test_words_follow_the_holm_corrected_test(tmp_path):
     text = sentences(tested)
     assert text.startswith("**1 of the 2 planned comparisons differs")
     assert "12 epochs, kNN: a gain of 1.00 points, paired +1.00 ± 0.08 (n = 4" in text
-    assert f"no difference detectable above {level.detectable:.1f} points, paired +0.00 ± 1.15" in text
+    assert (f"no difference detectable above {level.detectable:.1f} points, "
+            "paired +0.00 ± 1.15") in text
     assert level.detectable == pytest.approx(detectable(4, 2 / math.sqrt(3), 0.05 / len(FAMILY)))
 
 
@@ -87,13 +91,15 @@ def test_the_readmes_hold_the_reports_tests_from_the_committed_runs():
 
 
 def test_write_tests_splices_the_table_and_the_sentences(tmp_path):
-    write_csv(tmp_path / "study_runs.csv", [{"name": n, "seed": s, "knn_end": 40.0 + s * (n == "v3_bf")}
-                                            for n in ("v3", "v3_bf") for s in range(3)])
+    write_csv(tmp_path / "study_runs.csv",
+              [{"name": n, "seed": s, "knn_end": 40.0 + s * (n == "v3_bf")}
+               for n in ("v3", "v3_bf") for s in range(3)])
     doc = tmp_path / "doc.md"
     doc.write_text("a\n<!-- study_tests_summary -->\nold\n<!-- /study_tests_summary -->\nb\n"
                    "<!-- study_verdict_summary -->\n<!-- /study_verdict_summary -->\n")
     write_tests(tmp_path, [doc])
     text = doc.read_text()
-    assert "old" not in text and "| `mocov3_bf` vs MoCo-v3, 12 epochs, kNN | 3 | +1.00 ± 1.00 |" in text
+    assert ("old" not in text
+            and "| `mocov3_bf` vs MoCo-v3, 12 epochs, kNN | 3 | +1.00 ± 1.00 |" in text)
     assert "**0 of the 1 planned" not in text and "**None of the 1 planned comparisons" in text
     assert (tmp_path / "study_tests.md").read_text().startswith("| comparison |")

@@ -59,7 +59,8 @@ def test_plain_timm_resnet18_takes_the_file_with_the_cifar_stem_patched(tmp_path
     model.load_state_dict(load_file(str(path)), strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), ssl_bf.load_backbone(path)(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.eval()(x), ssl_bf.load_backbone(path)(x), atol=1e-5,
+                                   rtol=1e-5)
 
 
 def test_quarter_width_is_a_clear_error(tmp_path, capsys):

@@ -4,14 +4,19 @@ Pretraining's loader and views: data/pretrain_input.py."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from ssl_bf.config.schema import Config, DataConfig
 from ssl_bf.data.datasets import open_split
-from ssl_bf.data.images import (BadImage, ImageSource, cpu_threads, decode_all, long_tail_first,
-                                stratified_first)
+from ssl_bf.data.images import (
+    BadImage,
+    ImageSource,
+    cpu_threads,
+    decode_all,
+    long_tail_first,
+    stratified_first,
+)
 from ssl_bf.data.transforms import eval_transform
 from ssl_bf.errors import UsageError
 

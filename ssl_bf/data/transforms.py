@@ -8,7 +8,12 @@ the official MoCo demo and solo-learn do for 32-px images.
 """
 from __future__ import annotations
 
-from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, MoCoV2Transform
+from lightly.transforms import (
+    BYOLTransform,
+    BYOLView1Transform,
+    BYOLView2Transform,
+    MoCoV2Transform,
+)
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torchvision import transforms as T
 

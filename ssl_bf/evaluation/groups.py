@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+
 def class_groups(counts) -> dict[str, list[int]]:
     """{'many': [...], 'medium': [...], 'few': [...]}: class ids by pretraining count."""
     counts = np.asarray(counts)

@@ -19,13 +19,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssl_bf.models.backbones import build_backbone
-from ssl_bf.rundir.checkpoint import MODEL, find_latest, load_safetensors
 from ssl_bf.config import load_config, read_saved_config, to_dict
 from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError
 from ssl_bf.methods.base import Method
-from ssl_bf.rundir.export import BACKBONE_FILE, load_backbone_into, model_config_from_metadata, read_metadata
+from ssl_bf.models.backbones import build_backbone
+from ssl_bf.rundir.checkpoint import MODEL, find_latest, load_safetensors
+from ssl_bf.rundir.export import (
+    BACKBONE_FILE,
+    load_backbone_into,
+    model_config_from_metadata,
+    read_metadata,
+)
 
 USAGE = "checkpoint=RUN_DIR|FILE.safetensors|random"
 

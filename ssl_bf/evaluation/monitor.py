@@ -18,9 +18,8 @@ from accelerate.utils import broadcast_object_list
 from torch import nn
 
 from ssl_bf.config.schema import Config
-from ssl_bf.data.pipeline import EvalDataset, default_workers
+from ssl_bf.data.pipeline import EvalDataset, default_workers, pretrain_class_counts
 from ssl_bf.errors import UsageError
-from ssl_bf.data.pipeline import pretrain_class_counts
 from ssl_bf.evaluation.features import eval_loader, extract_features
 from ssl_bf.evaluation.groups import group_fields, padded
 from ssl_bf.evaluation.knn import knn_classify, knn_metrics

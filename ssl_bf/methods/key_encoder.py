@@ -13,8 +13,13 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from lightly.models.utils import (batch_shuffle, batch_unshuffle, concat_all_gather,
-                                  deactivate_requires_grad, update_momentum)
+from lightly.models.utils import (
+    batch_shuffle,
+    batch_unshuffle,
+    concat_all_gather,
+    deactivate_requires_grad,
+    update_momentum,
+)
 from lightly.utils import dist
 from torch import nn
 

@@ -21,8 +21,8 @@ import torch
 from lightly.utils import dist
 from torch import nn
 
-from ssl_bf.models.batchformer import BatchFormer
 from ssl_bf.config.schema import BatchFormerConfig
+from ssl_bf.models.batchformer import BatchFormer
 
 Stream = Callable[[torch.Tensor], torch.Tensor]
 

@@ -107,12 +107,30 @@ def find_latest(root: str | os.PathLike) -> Path | None:
     return done[0] if done else None
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict]:
-    """(model_state, optimizer_state, trainer_state) - without unpickling anything."""
-    path = Path(path)
+def _check_complete(path: Path) -> None:
     if not is_complete(path):
         raise UsageError(f"train.resume: {path} is not a complete checkpoint "
                          f"(needs {MODEL}, {OPTIMIZER}, {STATE})")
+
+
+def _trainer_state(path: Path) -> dict:
+    try:
+        return json.loads((path / STATE).read_text())
+    except ValueError as err:
+        raise UsageError(f"{path / STATE} is not valid JSON: {err}") from None
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The optimizer steps a checkpoint was written after (its trainer_state.json alone)."""
+    path = Path(path)
+    _check_complete(path)
+    return int(_trainer_state(path).get("step", 0))
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict]:
+    """(model_state, optimizer_state, trainer_state) - without unpickling anything."""
+    path = Path(path)
+    _check_complete(path)
     model_state = load_safetensors(path / MODEL)
     try:
         with warnings.catch_warnings():  # torch warns before refusing; the error says it all
@@ -121,11 +139,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         raise UsageError(f"refusing to load {path / OPTIMIZER}: it is not a plain tensor file "
                          f"({str(err).splitlines()[0]})") from None
-    try:
-        trainer_state = json.loads((path / STATE).read_text())
-    except ValueError as err:
-        raise UsageError(f"{path / STATE} is not valid JSON: {err}") from None
-    return model_state, optimizer_state, trainer_state
+    return model_state, optimizer_state, _trainer_state(path)
 
 
 def load_safetensors(path: str | os.PathLike) -> dict:

@@ -14,9 +14,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ssl_bf.config.derived import vit_patch_size
-from ssl_bf.rundir.checkpoint import load_safetensors
 from ssl_bf.config.schema import ModelConfig
 from ssl_bf.errors import UsageError
+from ssl_bf.rundir.checkpoint import load_safetensors
 
 BACKBONE_FILE = "backbone.safetensors"
 

@@ -8,7 +8,7 @@ rebooted with the pid unused - is taken over with a warning when the holder was 
 this host (its pid is checked); a holder on another host cannot be checked from here,
 so the message says to delete the file once that run is known to be gone. The other
 processes of a multi-process run take no lock: they learn the main process's outcome
-(see `acquire_for_run`) and fail with it.
+(rundir/run_dir.py) and fail with it.
 """
 from __future__ import annotations
 
@@ -97,24 +97,3 @@ class RunLock:
         if holder is not None and holder.get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
         self.held = False
-
-
-def acquire_for_run(directory: str | os.PathLike, accelerator) -> RunLock | None:
-    """The main process takes the lock; every process raises the same UsageError if it
-    could not. Returns the lock on the main process, None on the others."""
-    from accelerate.utils import broadcast_object_list
-
-    lock, outcome = None, [None, None]  # (error, warning)
-    if accelerator.is_main_process:
-        lock = RunLock(directory)
-        try:
-            outcome[1] = lock.acquire()
-        except UsageError as err:
-            outcome[0] = str(err)
-    if accelerator.num_processes > 1:
-        outcome = broadcast_object_list(outcome, from_process=0)
-    if outcome[0]:
-        raise UsageError(outcome[0])
-    if outcome[1] and accelerator.is_main_process:
-        print(outcome[1], file=sys.stderr, flush=True)
-    return lock

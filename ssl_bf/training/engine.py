@@ -1,13 +1,12 @@
-"""The pretraining loop: accelerate's prepare / backward idiom around a MoCo method.
+"""The pretraining loop: accelerate's prepare / backward idiom around a method.
 
-One optimizer step = one global batch (train.batch_size samples over all
-processes and accumulation steps). Schedules are per step; checkpoints are
-written at epoch ends (and every train.checkpoint_every steps) and restore
-everything - model, key encoder, queue, optimizer, position in the epoch.
+One optimizer step = one global batch (train.batch_size samples over all processes and
+accumulation steps). Schedules are per step; checkpoints are written at epoch ends (and every
+train.checkpoint_every steps) and restore everything - model, key encoder, queue, optimizer,
+position in the epoch. The run directory (rundir/run_dir.py) does the reading and writing.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -15,28 +14,27 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from accelerate.utils import broadcast_object_list
 
-from ssl_bf.config import save_config
 from ssl_bf.config.derived import make_plan
 from ssl_bf.config.schema import Config
 from ssl_bf.data.pipeline import build_source, default_workers, describe_split
 from ssl_bf.data.pretrain_input import Batch, PretrainInput
-from ssl_bf.errors import TrainingFailed, UsageError
+from ssl_bf.errors import TrainingFailed
 from ssl_bf.methods import build_method
-from ssl_bf.rundir.checkpoint import resolve_resume, save_checkpoint
-from ssl_bf.rundir.export import BACKBONE_FILE, export_backbone
-from ssl_bf.rundir.resume_check import check_resume, record_changes, run_dir_of
-from ssl_bf.rundir.run_lock import acquire_for_run
-from ssl_bf.rundir.run_log import MetricsLog
+from ssl_bf.rundir.run_dir import RunDir
 from ssl_bf.training.collapse import CollapseWatch
+from ssl_bf.training.console import Console
 from ssl_bf.training.online_probe import online_probe
 from ssl_bf.training.optim import build_optimizer
-from ssl_bf.training.runtime import (local_processes, make_accelerator, seed_step, set_threads,
-                                     warn_slow_bf16)
+from ssl_bf.training.runtime import (
+    local_processes,
+    make_accelerator,
+    seed_step,
+    set_threads,
+    warn_slow_bf16,
+)
 from ssl_bf.training.schedules import lr_at, momentum_at
-from ssl_bf.training.state_io import (TrainState, check_weights_finite, restore, states_to_save,
-                                      storage)
+from ssl_bf.training.state_io import TrainState, check_weights_finite, restore, states_to_save
 from ssl_bf.training.step import OptimizerStep
 from ssl_bf.training.step_stats import StepStats
 from ssl_bf.training.stop_signals import StopSignals
@@ -61,12 +59,11 @@ Monitor = Callable[[EpochEnd], "dict | None"]
 class Trainer:
     def __init__(self, cfg: Config, monitors: tuple[Monitor, ...] = ()):
         self.cfg, self.monitors = cfg, monitors
-        self.out = Path(cfg.train.output_dir)
         self.acc = make_accelerator(cfg, find_unused=cfg.bf.enabled and cfg.bf.start_epoch > 0,
                                     trackers=True)
-        self.lock = acquire_for_run(self.out, self.acc)  # before anything is written or read
-        self.resume_from, self.changes = self._check_resume()
-        self.threads = set_threads(cfg, self.acc)
+        self.console = Console(self.acc.is_main_process)
+        self.run = RunDir(cfg, self.acc, self.console.say)  # locked, resume point checked
+        set_threads(cfg, self.acc)
         warn_slow_bf16(cfg, self.acc)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.source = build_source(cfg.data, "pretrain", cfg.data.subset, cfg.data.imbalance)
@@ -84,7 +81,6 @@ class Trainer:
         self.model, self.optimizer = self.acc.prepare(self.method, self.optimizer)
         if cfg.train.compile:
             self.model = torch.compile(self.model)
-        self.log = MetricsLog(self.out / "metrics.jsonl", enabled=self.acc.is_main_process)
         self.watch = CollapseWatch(self.method.chance_loss(), self.plan.total_steps)
         self.stats = StepStats(self.acc)
         trainable = [p for p in self.method.parameters() if p.requires_grad]
@@ -95,26 +91,16 @@ class Trainer:
         # the signal itself stays recorded in self.signals until then.
         self.stopping = False
         self.reported_bad: set[int] = set()
-
-    # --- set-up -------------------------------------------------------------
-
-    def _check_resume(self) -> tuple[Path | None, list[dict]]:
-        """Where to resume from and the config changes that makes (checked before any data
-        is read: a changed key that alters training stops the launch here)."""
-        path = resolve_resume(self.cfg.train.resume, self.out)
-        if path is None:
-            if self.cfg.train.resume is None and (self.out / "checkpoints").exists():
-                raise UsageError(f"train.output_dir: {self.out} already holds a run; continue it "
-                                 "with train.resume=auto or choose another train.output_dir")
-            return None, []
-        return path, check_resume(self.cfg, run_dir_of(path))
+        self.started = time.time()
 
     def _resume(self) -> TrainState:
-        if self.resume_from is None:
+        if self.run.resume_from is None:
             return TrainState(pretrain_images=len(self.source))
-        state = restore(self.resume_from, self.method, self.optimizer, self.probe, len(self.source),
-                        self.cfg.data.root, self._say)
-        self._say(f"resuming from {self.resume_from} at step {state.step} (epoch {state.epoch})")
+        state = restore(self.run.resume_from, self.method, self.optimizer, self.probe,
+                        len(self.source), self.cfg.data.root, self.console.say)
+        self.run.check_loaded(state.step)
+        self.console.say(f"resuming from {self.run.resume_from} at step {state.step} "
+                         f"(epoch {state.epoch})")
         return state
 
     # --- the loop -------------------------------------------------------------
@@ -123,31 +109,23 @@ class Trainer:
         try:
             return self._fit()
         finally:
-            if self.lock is not None:
-                self.lock.release()
+            self.run.close()
 
     def _fit(self) -> Path:
-        if self.acc.is_main_process:
-            header = describe_split(self.source)
-            self._say(header)
-            for note in record_changes(self.out, self.changes, self.state.step):
-                self._say(note)
-            with storage(self.out, self.out / "config.yaml"):
-                save_config(self.cfg, self.out / "config.yaml", header=header)
-                self.log.truncate_after(self.state.step)
+        self.run.begin(describe_split(self.source), self.state.step)
         start_trackers(self.acc, self.cfg)
         self.acc.wait_for_everyone()
         self.started = time.time()
-        with self.signals, self._progress() as bar:
+        with self.signals, self.console.progress(self.plan.total_steps, self.state.step) as bar:
             while self.state.step < self.plan.total_steps and not self.stopping:
                 self._run_epoch(bar)
         if self.stopping:
             self._checkpoint()
-            self._say(f"stopped by {self.signals.name} at step {self.state.step}; "
-                      "continue with train.resume=auto")
-            return self.out
-        self._finish()
-        return self.out
+            self.console.say(f"stopped by {self.signals.name} at step {self.state.step}; "
+                             "continue with train.resume=auto")
+        else:
+            self._finish()
+        return self.run.path
 
     def _run_epoch(self, bar) -> None:
         s, cfg = self.state, self.cfg
@@ -164,7 +142,7 @@ class Trainer:
             self._checkpoint()
             self._run_monitors(s.epoch)
 
-    def _train_step(self, micro: list) -> None:
+    def _train_step(self, micro: list[Batch]) -> None:
         s, cfg, plan = self.state, self.cfg, self.plan
         seed_step(cfg.train.seed, s.step, self.rank)
         result = self.step((self._views(batch) for batch in micro), len(micro),
@@ -186,25 +164,22 @@ class Trainer:
                 or s.step_in_epoch == plan.steps_per_epoch):
             self._log_train()
 
-    def _note_bad_images(self, bad: torch.Tensor) -> None:
-        for i in bad[bad >= 0].tolist():
+    def _views(self, batch: Batch) -> list[torch.Tensor]:
+        for i in batch.bad[batch.bad >= 0].tolist():  # a CPU tensor from the loader
             self.state.replaced_images += 1
             if i not in self.reported_bad:
                 self.reported_bad.add(i)
                 print(f"warning: unreadable image replaced by the next one "
                       f"({self.state.replaced_images} replacements so far): "
                       f"{self.source.name(i)}", file=sys.stderr, flush=True)
-
-    def _views(self, batch: Batch) -> list[torch.Tensor]:
-        self._note_bad_images(batch.bad)
         return self.input.views(batch)
 
     def _on_nonfinite(self, outputs: list) -> None:
         s = self.state
         if self.cfg.train.on_nan == "skip":
             s.nan_skips += 1
-            self._say(f"warning: non-finite loss at step {s.step + 1}: step skipped "
-                      f"({s.nan_skips} so far)")
+            self.console.say(f"warning: non-finite loss at step {s.step + 1}: step skipped "
+                             f"({s.nan_skips} so far)")
             return
         raise TrainingFailed(f"non-finite loss ({outputs[-1].loss.item()}) at step {s.step + 1}; "
                              "the last checkpoint is untouched (lower train.lr, or train.on_nan=skip)")
@@ -219,15 +194,15 @@ class Trainer:
                **row, "lr": self.optimizer.param_groups[0]["lr"], "time": round(self._elapsed(), 2)}
         if collapsed:
             row["collapse"] = True
-            self._say(self.watch.message(s.step, row["spread"], row["loss_plain"]))
+            self.console.say(self.watch.message(s.step, row["spread"], row["loss_plain"]))
         if s.nan_skips:
             row["nan_skips"] = s.nan_skips
         if s.replaced_images:
             row["replaced_images"] = s.replaced_images
-        self._write_log(row)
+        self.run.log(row)
         log_row(self.acc, cfg, row, s.step)
-        self.bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}",
-                             sps=f"{row['samples_per_s']:.0f}", refresh=False)
+        self.console.show(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}",
+                          sps=f"{row['samples_per_s']:.0f}")
 
     def _elapsed(self) -> float:
         """Seconds of this run so far, earlier launches included."""
@@ -235,28 +210,11 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         self.acc.wait_for_everyone()
-        check_weights_finite(self.method, self.state.step)
-        failure = [None]
-        if self.acc.is_main_process:
-            state = asdict(self.state)
-            state["train_seconds"] = self._elapsed()
-            state["world_size"] = self.world
-            try:
-                with storage(self.out, self.out / "checkpoints" / f"step_{self.state.step:08d}"):
-                    save_checkpoint(self.out / "checkpoints", self.state.step,
-                                    *states_to_save(self.method, self.optimizer, self.probe), state,
-                                    self.cfg.train.keep_checkpoints)
-            except TrainingFailed as err:
-                failure = [str(err)]
-        if self.world > 1:  # the others must not wait for a checkpoint that never comes
-            failure = broadcast_object_list(failure, from_process=0)
-        if failure[0]:
-            raise TrainingFailed(failure[0])
+        check_weights_finite(self.method, self.state.step, self.acc)
+        trainer_state = {**asdict(self.state), "train_seconds": self._elapsed(), "world_size": self.world}
+        self.run.checkpoint(self.state.step, lambda: states_to_save(self.method, self.optimizer, self.probe),
+                            trainer_state)
         self.acc.wait_for_everyone()
-
-    def _write_log(self, row: dict) -> None:
-        with storage(self.out, self.log.path):
-            self.log.write(row)
 
     def _run_monitors(self, epoch: int) -> None:
         last = epoch >= self.cfg.train.epochs or self.state.step >= self.plan.total_steps
@@ -264,43 +222,18 @@ class Trainer:
         for monitor in self.monitors:
             row = monitor(end)
             if row:  # `time`: wall-clock of training so far, the monitor's own time included
-                self._write_log({"step": self.state.step, "epoch": epoch, **row,
-                                 "time": round(self._elapsed(), 2)})
+                self.run.log({"step": self.state.step, "epoch": epoch, **row,
+                              "time": round(self._elapsed(), 2)})
                 log_row(self.acc, self.cfg, row, self.state.step)
                 if "knn_top1" in row:
-                    self.bar.set_postfix(knn=f"{row['knn_top1']:.2f}", refresh=False)
+                    self.console.show(knn=f"{row['knn_top1']:.2f}")
 
     def _finish(self) -> None:
         if self.state.step_in_epoch:  # stopped by max_steps inside an epoch
             self._checkpoint()
             self._run_monitors(self.state.epoch)
-        check_weights_finite(self.method, self.state.step)
-        if self.acc.is_main_process:
-            with storage(self.out, self.out / BACKBONE_FILE):
-                export_backbone(self.method.backbone, self.cfg.model, self.cfg.data.image_size,
-                                self.out / BACKBONE_FILE)
+        check_weights_finite(self.method, self.state.step, self.acc)
+        path = self.run.export(self.method.backbone)
         self.acc.wait_for_everyone()
-        self._say(f"done: {self.state.step} steps; backbone at {self.out / BACKBONE_FILE}")
+        self.console.say(f"done: {self.state.step} steps; backbone at {path}")
         self.acc.end_training()
-
-    def _progress(self):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.plan.total_steps, initial=self.state.step, unit="step",
-                        disable=not self.acc.is_main_process, dynamic_ncols=True, mininterval=1.0)
-        return self.bar
-
-    def _say(self, message: str) -> None:
-        """A line above the progress bar; warnings on stderr, the rest on stdout."""
-        if self.acc.is_main_process:
-            stream = sys.stderr if message.startswith("warning") else sys.stdout
-            try:
-                if hasattr(self, "bar"):
-                    self.bar.write(message, file=stream)
-                else:
-                    print(message, file=stream, flush=True)
-            except BrokenPipeError:
-                # Whoever read this stream is gone (a killed driver or shell): the run goes on,
-                # checkpoints and exits as usual, its lines now go nowhere (the "Note on
-                # SIGPIPE" of Python's signal docs: point the descriptor at devnull).
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())

@@ -17,7 +17,6 @@ from ssl_bf.config.derived import scaled_lr
 from ssl_bf.config.schema import Config
 from ssl_bf.methods.base import Method
 
-
 # (role, exempt from weight decay and LARS scaling) -> the optimizer group
 GROUP = {("encoder", False): "weights", ("encoder", True): "norm_bias",
          ("batchformer", False): "batchformer", ("batchformer", True): "batchformer_norm_bias"}

@@ -9,11 +9,10 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 
 from ssl_bf.config.schema import Config
-from ssl_bf.data.images import cpu_threads
 from ssl_bf.data.counter_rng import mix_seed
+from ssl_bf.data.images import cpu_threads
 from ssl_bf.errors import UsageError
 from ssl_bf.training.trackers import check_tracker
-
 
 # accelerate >= 1.13 deprecates broadcast_buffers but itself advises keeping it
 # for rank-local buffers until init_sync_buffers exists; it is deliberate here.

@@ -2,21 +2,19 @@
 
 The tensors are the method's state dict (and the online probe's head under its prefix);
 the optimizer file holds the main optimizer's state (and the probe's under the same
-prefix); trainer_state.json holds TrainState. A failed write ends the run with one line.
+prefix); trainer_state.json holds TrainState. Writing them is rundir/run_dir.py's.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError
 from torch import nn
 
 from ssl_bf.errors import TrainingFailed, UsageError
-from ssl_bf.rundir.checkpoint import find_latest, load_checkpoint
+from ssl_bf.rundir.checkpoint import load_checkpoint
 from ssl_bf.rundir.resume_check import check_shapes
 from ssl_bf.training.online_probe import OnlineProbe
 
@@ -61,23 +59,15 @@ def restore(path: Path, method: nn.Module, optimizer, probe: OnlineProbe | None,
     return state
 
 
-@contextlib.contextmanager
-def storage(out: Path, path: Path):
-    """A failed write (no space, no permission, read-only) ends the run with one line
-    naming the path and the checkpoint to resume from."""
-    try:
-        yield
-    except (OSError, SafetensorError) as err:
-        last = find_latest(out / "checkpoints")
-        reason = getattr(err, "strerror", None) or str(err)
-        raise TrainingFailed(f"cannot write {path}: {reason}; the last good "
-                             f"checkpoint is {last or 'none (nothing to resume)'}; free space "
-                             "or fix the permissions, then continue with train.resume=auto") from None
-
-
-def check_weights_finite(method: nn.Module, step: int) -> None:
-    """Never write non-finite weights: an update can overflow with a finite gradient."""
+def check_weights_finite(method: nn.Module, step: int, accelerator) -> None:
+    """Never write non-finite weights: an update can overflow with a finite gradient. Each
+    process checks its own copy (buffers such as BN statistics differ between them) and all
+    agree, so they stop together."""
     tensors = [t for t in method.state_dict().values() if t.is_floating_point()]
-    if not torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all():
-        raise TrainingFailed(f"non-finite weights after step {step}; not saved, "
-                             "the last checkpoint is untouched (lower train.lr)")
+    bad = (~torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()).float()
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad.to(accelerator.device), reduction="sum")
+    if bad.item():
+        raise TrainingFailed(f"non-finite weights after step {step}; not saved, the last checkpoint "
+                             f"is untouched (lower train.lr) - on {int(bad.item())} of "
+                             f"{accelerator.num_processes} processes")
