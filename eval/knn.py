@@ -1,4 +1,5 @@
-"""kNN top-1 of a backbone: `python eval/knn.py checkpoint=RUN_DIR|FILE.safetensors|random [key=value ...]`.
+"""kNN top-1 of a backbone:
+`python eval/knn.py checkpoint=RUN_DIR|FILE.safetensors|random [key=value ...]`.
 
     python eval/knn.py checkpoint=runs/mocov3_bf
     python eval/knn.py checkpoint=backbone.safetensors recipe=mocov3 data.root=data/cifar10
@@ -7,8 +8,9 @@
 Bank = the labelled train split (data.eval_train: the pretraining images, or the whole
 balanced split - the default under data.imbalance), queries = the test split
 (knn.test_subset caps it); top-1 is also given per class and per many / medium / few
-group of classes (ranked by their count in the pretraining split). Prints a table, then one JSON line: `knn_top1` is the
-top-1 (percent) at the last k of knn.k - the number the pretraining monitor logs.
+group of classes (ranked by their count in the pretraining split). Prints a table,
+then one JSON line: `knn_top1` is the top-1 (percent) at the last k of knn.k - the
+number the pretraining monitor logs.
 Several processes (`accelerate launch`) share the feature extraction.
 """
 import json
@@ -20,12 +22,14 @@ from ssl_bf.errors import exit_on_usage_error
 def table(target, cfg, row: dict, bank: int, queries: int, dim: int) -> str:
     lines = [f"kNN (Wu et al. 2018): weighted vote exp(s/T), T={cfg.knn.temperature}",
              f"checkpoint  {target.name}",
-             f"backbone    {cfg.model.backbone} (width {cfg.model.width}), {cfg.data.image_size} px, "
+             f"backbone    {cfg.model.backbone} (width {cfg.model.width}), "
+             f"{cfg.data.image_size} px, "
              f"{dim}-d features",
              f"bank        {bank} train images of {cfg.data.root}",
              f"queries     {queries} test images",
              f"{'k':>6}  {'top-1':>7}  {'top-5':>7}"]
-    lines += [f"{k:>6}  {row[f'knn_top1_k{k}']:7.2f}  {row[f'knn_top5_k{k}']:7.2f}" for k in cfg.knn.k]
+    lines += [f"{k:>6}  {row[f'knn_top1_k{k}']:7.2f}  {row[f'knn_top5_k{k}']:7.2f}"
+              for k in cfg.knn.k]
     groups = row["knn_top1_groups"]
     lines.append("groups      " + "  ".join(
         f"{g} {'-' if v is None else f'{v:.2f}'}" for g, v in groups.items())

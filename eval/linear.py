@@ -1,6 +1,6 @@
 """Linear probe of a backbone: `accelerate launch eval/linear.py checkpoint=... [key=value ...]`.
 
-    accelerate launch eval/linear.py checkpoint=runs/mocov3_bf                    # linear.mode=cached
+    accelerate launch eval/linear.py checkpoint=runs/mocov3_bf                  # linear.mode=cached
     accelerate launch eval/linear.py checkpoint=runs/mocov3_bf linear.mode=standard
     accelerate launch --multi_gpu --num_processes 2 eval/linear.py checkpoint=random recipe=mocov3
 
@@ -25,7 +25,8 @@ def table(target, cfg, row: dict, train: int, test: int, processes: int) -> str:
         f"linear probe ({lin.mode}{f', {lin.copies} copies' if lin.mode == 'cached' else ''}), "
         f"{processes} process(es)",
         f"checkpoint  {target.name}",
-        f"backbone    {cfg.model.backbone} (width {cfg.model.width}), {cfg.data.image_size} px, frozen",
+        f"backbone    {cfg.model.backbone} (width {cfg.model.width}), "
+        f"{cfg.data.image_size} px, frozen",
         f"data        {train} train / {test} test images of {cfg.data.root}",
         f"optimizer   SGD lr {lin.lr} per 256 (batch {lin.batch_size}), {schedule}, "
         f"{lin.epochs} epochs, wd {lin.weight_decay}",

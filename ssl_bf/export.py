@@ -15,7 +15,8 @@ from ssl_bf.errors import UsageError, exit_on_usage_error
 TIMM_FILE = "backbone_timm.safetensors"
 
 
-USAGE = "usage: python -m ssl_bf.export RUN_DIR|FILE.safetensors [--to timm] [--out FILE.safetensors]"
+USAGE = ("usage: python -m ssl_bf.export RUN_DIR|FILE.safetensors [--to timm] "
+         "[--out FILE.safetensors]")
 
 
 def parse_args(argv: list[str]) -> tuple[Path, Path | None]:
@@ -60,12 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     meta = backbone_metadata(target.cfg.model, target.cfg.data.image_size)
     state = target.backbone.state_dict()
     out = out or (source if source.is_dir() else source.parent) / TIMM_FILE
-    create_timm_model(to_timm_state(state, meta), meta)  # fails here, before writing, if timm cannot take it
+    # fails here, before writing, if timm cannot take it
+    create_timm_model(to_timm_state(state, meta), meta)
     write_timm_file(state, meta, out)
     name, kwargs = timm_spec(meta)
     call = ", ".join([repr(name)] + [f"{k}={v!r}" for k, v in kwargs.items()])
     print(f"wrote {out} (timm.create_model({call})"
-          f"{'; CIFAR stem: conv1 = 3x3 stride 1, maxpool = Identity' if meta.get('cifar_stem') == 'true' else ''})")
+          f"""{'; CIFAR stem: conv1 = 3x3 stride 1, maxpool = Identity'
+               if meta.get('cifar_stem') == 'true' else ''})""")
     print(f"load it with: model = ssl_bf.load_timm({str(out)!r})")
     return 0
 

@@ -19,12 +19,15 @@ import pytest
 from conftest import CIFAR_PACK, REPO
 
 README = (REPO / "README.md").read_text()
+# the README links these; what they show a user to type is tested the same way
+EXPORT_DOC = (REPO / "docs" / "export.md").read_text()
+SCALING_DOC = (REPO / "docs" / "scaling.md").read_text()
 
 
-def section(title: str) -> str:
-    start = README.index(f"## {title}")
-    end = README.find("\n## ", start + 3)
-    return README[start:end if end > 0 else None]
+def section(title: str, doc: str = README) -> str:
+    start = doc.index(f"## {title}")
+    end = doc.find("\n## ", start + 3)
+    return doc[start:end if end > 0 else None]
 
 
 def bash_blocks(text: str) -> list[str]:
@@ -36,18 +39,18 @@ def commands(text: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def marked_python(marker: str) -> str:
-    block = README.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
+def marked_python(marker: str, doc: str = README) -> str:
+    block = doc.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
     return re.search(r"```python\n(.*?)```", block, flags=re.S).group(1)
 
 
-def run_marked_python(marker: str, cwd: Path) -> dict:
+def run_marked_python(marker: str, cwd: Path, doc: str = README) -> dict:
     """Run a README Python block in `cwd`, as a user would paste it there; its names."""
     before = os.getcwd()
     try:
         os.chdir(cwd)
         namespace: dict = {}
-        exec(compile(marked_python(marker), f"README {marker}", "exec"), namespace)
+        exec(compile(marked_python(marker, doc), f"README {marker}", "exec"), namespace)
     finally:
         os.chdir(before)
     return namespace
@@ -145,11 +148,11 @@ def test_export_example_loads_strictly_into_torchvision(tmp_path, cifar_root):
     with torch.no_grad():
         assert torch.allclose(net(x), ours(x), atol=1e-5)
     # the timm lines beside it, in the same place
-    block = README.split("<!-- timm-example -->")[1].split("<!-- /timm-example -->")[0]
+    block = EXPORT_DOC.split("<!-- timm-example -->")[1].split("<!-- /timm-example -->")[0]
     command = commands(block)[0].replace("python ", f"{sys.executable} ", 1)
     exported = shell(command, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-2000:]
-    model = run_marked_python("timm-example", tmp_path)["model"].eval()
+    model = run_marked_python("timm-example", tmp_path, EXPORT_DOC)["model"].eval()
     assert model.num_classes == 10
     with torch.no_grad():
         assert torch.allclose(model.forward_features(x).mean((2, 3)), ours(x), atol=1e-5)
@@ -158,9 +161,29 @@ def test_export_example_loads_strictly_into_torchvision(tmp_path, cifar_root):
 def test_launch_dry_run_line_matches_the_readme():
     if (os.cpu_count() or 0) != 2:
         pytest.skip("the README shows the line of a 2-core machine")
-    documented = next(line for line in section("Scaling out").splitlines()
+    documented = next(line for line in SCALING_DOC.splitlines()
                       if line.strip().startswith("# = OMP_NUM_THREADS"))
     prefix = documented.strip()[len("# = "):].split(" ...")[0]
     result = shell("CUDA_VISIBLE_DEVICES= ./launch.sh --dry-run recipe=mocov3_bf data.subset=5000")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(prefix), (result.stdout, prefix)
+
+
+def test_the_key_lists_are_the_schemas():
+    """The README's BatchFormer and head key lists name every such field of the schema, no
+    more, and docs/configuration.md describes each."""
+    import dataclasses
+
+    from ssl_bf.config.schema import BatchFormerConfig
+
+    def listed(marker):
+        return re.findall(r"`([a-z_]+\.[a-z_]+)`", README.split(f"<!-- {marker} -->")[1]
+                          .split(f"<!-- /{marker} -->")[0])
+
+    bf = [f"bf.{f.name}" for f in dataclasses.fields(BatchFormerConfig)]
+    assert listed("bf-keys") == bf
+    head = ["method.proj_hidden", "method.proj_out", "method.proj_layers", "method.proj_bn",
+            "method.pred_hidden"]
+    assert listed("head-keys") == head
+    configuration = (REPO / "docs" / "configuration.md").read_text()
+    assert [k for k in bf + head if f"`{k}`" not in configuration] == []

@@ -98,7 +98,8 @@ def read_recipe(name: str, _seen: tuple[str, ...] = ()) -> dict:
 def deep_merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for k, v in top.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict)
+                  else v)
     return out
 
 
@@ -256,7 +257,8 @@ def validate(cfg: Config) -> Config:
     _validate_bf_streams(cfg.bf)
     method = traits(cfg.method.name)
     if cfg.bf.queue == "per_stream" and not method.queue:
-        raise UsageError(f"bf.queue: per_stream is about a queue of keys; {cfg.method.name} has none")
+        raise UsageError(f"bf.queue: per_stream is about a queue of keys; {cfg.method.name} "
+                         "has none")
     if cfg.method.proj_bn and not method.optional_head_bn:
         takers = " / ".join(t.title for t in METHODS.values() if t.optional_head_bn)
         raise UsageError(f"method.proj_bn: {takers} only ({method.title}'s projector always has "
@@ -282,7 +284,8 @@ def _validate_bf_width(cfg: Config) -> None:
         return
     dim = batchformer_dim(cfg)
     if dim % cfg.bf.heads:
-        where = "method.proj_out" if cfg.bf.position == "post_projector" else "the backbone's features"
+        where = ("method.proj_out" if cfg.bf.position == "post_projector"
+                 else "the backbone's features")
         raise UsageError(f"bf.heads: {cfg.bf.heads} heads do not divide the width the layer "
                          f"attends over ({dim}, {where} at bf.position={cfg.bf.position})")
 
@@ -290,10 +293,12 @@ def _validate_bf_width(cfg: Config) -> None:
 def _validate_bf_streams(b) -> None:
     """bf.keys / bf.loss / bf.loss_weight: combinations that would be silently ignored."""
     if b.keys and not b.enabled:
-        raise UsageError("bf.keys: true needs bf.enabled=true (the keys run the query side's layer)")
+        raise UsageError("bf.keys: true needs bf.enabled=true (the keys run the query side's "
+                         "layer)")
     if b.keys and b.loss == "weighted":
-        raise UsageError("bf.loss: 'weighted' scores against the plain keys only; with bf.keys=true "
-                         "use pair_sum (the authors' MoCo-v3) or pair_mean (their MoCo-v2)")
+        raise UsageError("bf.loss: 'weighted' scores against the plain keys only; with "
+                         "bf.keys=true use pair_sum (the authors' MoCo-v3) or pair_mean "
+                         "(their MoCo-v2)")
     if b.loss != "weighted" and b.loss_weight != 1.0:
         raise UsageError(f"bf.loss_weight: applies to bf.loss=weighted only, got {b.loss_weight} "
                          f"with bf.loss={b.loss}")

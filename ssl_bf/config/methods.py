@@ -25,8 +25,10 @@ class MethodTraits:
 
 
 METHODS: dict[str, MethodTraits] = {
-    "mocov2": MethodTraits("MoCo-v2", views="mocov2", queue=True, split_bn=True, optional_head_bn=True),
-    "mocov3": MethodTraits("MoCo-v3", views="byol", queue=False, split_bn=False, optional_head_bn=False),
+    "mocov2": MethodTraits("MoCo-v2", views="mocov2", queue=True, split_bn=True,
+                           optional_head_bn=True),
+    "mocov3": MethodTraits("MoCo-v3", views="byol", queue=False, split_bn=False,
+                           optional_head_bn=False),
 }
 
 MethodName = Literal[tuple(METHODS)]  # the config's method.name takes exactly these

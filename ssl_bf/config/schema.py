@@ -37,7 +37,8 @@ class ModelConfig:
     width: float = 1.0  # ResNet channel multiplier (0.25 = quarter width, for CPUs)
     cifar_stem: Optional[bool] = None  # null = auto (image_size <= 64)
     zero_init_residual: bool = False
-    patch_size: Optional[int] = None  # ViT; null = 4 up to 64 px (8x8 tokens at 32 px), else ViT's 16
+    # ViT; null = 4 up to 64 px (8x8 tokens at 32 px), else ViT's 16
+    patch_size: Optional[int] = None
     vit_depth: Optional[int] = None  # ViT; null = 12
     freeze_patch_embed: bool = False  # MoCo-v3's --stop-grad-conv1 for ViT
 
@@ -58,9 +59,11 @@ class BatchFormerConfig:
     norm_first: bool = False  # pre-norm layer instead of the authors' post-norm
     loss_weight: float = 1.0
     lr_scale: float = 1.0
-    detach: bool = False  # stop the BF stream's gradient into the encoder (a shared BN head still couples)
+    # stop the BF stream's gradient into the encoder (a shared BN head still couples)
+    detach: bool = False
     mask_self: bool = False  # attention may not look at the sample itself
-    stop_mates_grad: bool = False  # sample i's loss sends no gradient into its batch-mates' features
+    # sample i's loss sends no gradient into its batch-mates' features
+    stop_mates_grad: bool = False
     start_epoch: float = 0.0  # the BF term joins the loss after this many epochs
     gate_init: Optional[float] = None  # gated residual x + g*(BF(x) - x), g learnt from this
     # The authors' design (zhihou7/BatchFormer moco-v3/moco/builder.py, builder_v2.py): the key
@@ -132,10 +135,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between extra checkpoints (0 = epoch ends only)
     keep_checkpoints: int = 2
     log_every: int = 10
-    # NHWC activations: a quarter-width MoCo-v2 step on these 2 CPU cores 1.26x faster,
-    # MoCo-v3 1.31x (benchmarks/results/throughput_cpu_r18w025_fp32.json), full width
-    # 18.6 -> 29.4 samples/s (throughput_cpu_r18_fp32_cl.json); tensor-core convolutions want
-    # NHWC on GPUs too.
+    # NHWC activations: faster steps on CPUs (benchmarks/BENCHMARKS.md §1) and what
+    # tensor-core convolutions want on GPUs.
     channels_last: bool = True
     compile: bool = False
     threads: Optional[int] = None  # null = every core this process may use
@@ -171,7 +172,8 @@ class ProbeConfig:
     # trained alongside (training/online_probe.py); its test top-1 joins the kNN monitor's
     # lines as online_top1. The backbone trains exactly as without it.
     online: bool = False
-    lr: float = 0.1  # per 256 samples, on the training cosine (lightly's / solo-learn's online probe)
+    # per 256 samples, on the training cosine (lightly's / solo-learn's online probe)
+    lr: float = 0.1
     weight_decay: float = 0.0
 
 

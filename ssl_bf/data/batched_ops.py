@@ -16,7 +16,8 @@ import torch.nn.functional as F
 GREY = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale (ITU-R 601-2 luma)
 
 
-def resize_weights(start: torch.Tensor, length: torch.Tensor, size_in: int, size_out: int) -> torch.Tensor:
+def resize_weights(start: torch.Tensor, length: torch.Tensor, size_in: int,
+                   size_out: int) -> torch.Tensor:
     """(B, size_out, size_in): row o resamples source pixels start..start+length-1 to output o.
 
     The triangle (bilinear) filter, widened by the scale when shrinking (antialias), with
@@ -24,7 +25,8 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, size_in: int, size
     torchvision's resized_crop(..., BILINEAR, antialias=True) computes per axis.
     """
     scale = (length.double() / size_out)[:, None, None]
-    centre = start.double()[:, None, None] + (torch.arange(size_out, dtype=torch.float64)[None, :, None] + 0.5) * scale
+    centre = (start.double()[:, None, None]
+              + (torch.arange(size_out, dtype=torch.float64)[None, :, None] + 0.5) * scale)
     support = scale.clamp(min=1.0)
     x = torch.arange(size_in, dtype=torch.float64)[None, None, :]
     w = (1.0 - (x + 0.5 - centre).abs() / support).clamp(min=0.0)

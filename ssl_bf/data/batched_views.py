@@ -63,7 +63,8 @@ class BatchedViews:
             p = view_params(spec, self.seed, epoch, v, index, x.shape[2], x.shape[3])
             if images.dim() == 5:  # cropped in the loader: only the flip is left to do here
                 p.top, p.left = torch.zeros_like(p.top), torch.zeros_like(p.left)
-                p.height, p.width = torch.full_like(p.height, x.shape[2]), torch.full_like(p.width, x.shape[3])
+                p.height, p.width = (torch.full_like(p.height, x.shape[2]),
+                                     torch.full_like(p.width, x.shape[3]))
             views.append(apply_view(x, p, spec))
         return views
 

@@ -41,7 +41,8 @@ def stream_base(*key: int) -> np.uint64:
 
 def uniforms(base: np.uint64, index: np.ndarray, draws: int) -> np.ndarray:
     """(len(index), draws) float64 in [0, 1): row r is image index[r]'s `draws` numbers."""
-    n = np.asarray(index, dtype=np.uint64)[:, None] * np.uint64(draws) + np.arange(draws, dtype=np.uint64)
+    n = (np.asarray(index, dtype=np.uint64)[:, None] * np.uint64(draws)
+         + np.arange(draws, dtype=np.uint64))
     with np.errstate(over="ignore"):
         z = _finalise(base + (n + np.uint64(1)) * _GAMMA)
     return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53

@@ -43,7 +43,8 @@ def open_split(cfg: DataConfig, split: str) -> ImageSource:
         return _torchvision_split(cfg.dataset, root, split, cfg.download)
     raise UsageError(
         f"data.root: no {cfg.dataset} found at {root} (looked for {root}/train and {root}/test "
-        f"as ImageFolder trees, and torchvision's {root}/{TORCHVISION_DIRS[cfg.dataset]}); {HOW_TO}")
+        f"as ImageFolder trees, and torchvision's {root}/{TORCHVISION_DIRS[cfg.dataset]}); "
+        f"{HOW_TO}")
 
 
 def _tree_dir(root: Path, split: str) -> Path | None:
@@ -67,12 +68,14 @@ def _folder(tree: Path) -> ImageSource:
     try:
         folder = tvd.ImageFolder(str(tree))
     except (FileNotFoundError, RuntimeError) as err:
-        raise UsageError(f"data.root: {tree} holds no usable images ({str(err).splitlines()[0]})") from None
+        raise UsageError(f"data.root: {tree} holds no usable images "
+                         f"({str(err).splitlines()[0]})") from None
     if not folder.samples:
         raise UsageError(f"data.root: {tree} holds no images")
     paths = [p for p, _ in folder.samples]
     labels = np.asarray([c for _, c in folder.samples], dtype=np.int64)
-    return ImageSource(labels=labels, classes=list(folder.classes), paths=paths, description=str(tree))
+    return ImageSource(labels=labels, classes=list(folder.classes), paths=paths,
+                       description=str(tree))
 
 
 def _torchvision_split(dataset: str, root: Path, split: str, download: bool) -> ImageSource:

@@ -32,7 +32,8 @@ def cut_split(cfg: DataConfig, split: str, subset: int | None = None,
         if source.labels is None:
             raise UsageError(f"data.imbalance: the {split} split of {cfg.root} has no labels to "
                              "cut by class")
-        source = source.select(long_tail_first(source.labels, imbalance, len(source.classes) or None))
+        source = source.select(long_tail_first(source.labels, imbalance,
+                                               len(source.classes) or None))
     if subset is not None:
         source = source.select(stratified_first(source.labels, subset, len(source)))
     return source
@@ -45,7 +46,8 @@ def pretrain_split(cfg: DataConfig) -> ImageSource:
 
 def class_counts(source: ImageSource) -> np.ndarray:
     """Images per class of a labelled source (zeros for classes it lacks)."""
-    return np.bincount(source.labels, minlength=max(len(source.classes), int(source.labels.max()) + 1))
+    return np.bincount(source.labels,
+                       minlength=max(len(source.classes), int(source.labels.max()) + 1))
 
 
 def describe_split(source: ImageSource) -> str:
@@ -118,11 +120,9 @@ class EvalDataset(Dataset):
 def default_workers(cfg: DataConfig, processes_per_node: int, batched: bool = False) -> int:
     if cfg.num_workers is not None:
         return cfg.num_workers
-    # Decoded images in memory make augmentation the whole input cost: ~440 pairs/s
-    # per worker for MoCoV2Transform, ~580 for the BYOL pair (BENCHMARKS.md §3). A
-    # quarter-width ResNet-18 step eats ~330 pairs/s on 2 cores, so augmentation and
-    # compute share the cores: one worker per core per process, measured best on 2 cores
-    # (2 workers 207 pairs/s end to end, 1 worker 188, 0 workers 181), capped at 8.
+    # Decoded images in memory make augmentation the whole input cost, and augmentation
+    # and compute share the cores: one worker per core per process was measured best,
+    # capped at 8 (benchmarks/BENCHMARKS.md §3).
     # With batched views on the device a worker only gathers uint8 images: one is enough.
     if batched:
         return 1

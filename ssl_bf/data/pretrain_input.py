@@ -103,7 +103,8 @@ class PretrainInput:
         # Workers persist across epochs: the sampler runs in this process, so they need not
         # be re-forked to learn the new order.
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
-                                 pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                                 pin_memory=torch.cuda.is_available(),
+                                 persistent_workers=workers > 0,
                                  prefetch_factor=4 if workers > 0 else None)
 
     def epoch(self, epoch: int, step: int = 0) -> Iterator[Batch]:

@@ -24,7 +24,8 @@ class GlobalBatchSampler(Sampler):
         self.rank, self.world, self.seed, self.epoch = rank, world, seed, epoch
         self.micro = global_batch // (accumulate * world)
         self.start_step = start_step
-        self.stop_step = self.steps_per_epoch if max_steps is None else min(max_steps, self.steps_per_epoch)
+        self.stop_step = (self.steps_per_epoch if max_steps is None
+                          else min(max_steps, self.steps_per_epoch))
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """Point the sampler at another epoch (and step): the DataLoader, and its

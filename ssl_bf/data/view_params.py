@@ -19,7 +19,8 @@ from lightly.transforms.gaussian_blur import GaussianBlur
 from lightly.transforms.solarize import RandomSolarization
 
 CROP_ATTEMPTS = 10  # torchvision RandomResizedCrop.get_params
-DRAWS = CROP_ATTEMPTS * 4 + 1 + 9 + 1 + 2 + 1  # crop, flip, jitter (p, 4 factors, 4 order keys), grey, blur (p, sigma), solarize
+# crop, flip, jitter (p, 4 factors, 4 order keys), grey, blur (p, sigma), solarize
+DRAWS = CROP_ATTEMPTS * 4 + 1 + 9 + 1 + 2 + 1
 
 Range = tuple[float, float]
 
@@ -31,7 +32,8 @@ class ViewSpec:
     ratio: Range = (3 / 4, 4 / 3)
     flip_p: float = 0.5
     jitter_p: float = 0.0
-    jitter: tuple[Range | None, ...] = (None, None, None, None)  # brightness, contrast, saturation, hue
+    # brightness, contrast, saturation, hue
+    jitter: tuple[Range | None, ...] = (None, None, None, None)
     grey_p: float = 0.0
     blur_p: float = 0.0
     sigmas: Range = (0.1, 2.0)
@@ -124,7 +126,8 @@ def crop_boxes(u: np.ndarray, height: np.ndarray, width: np.ndarray, scale: Rang
     return tuple(np.where(none_fit, f, b).astype(np.int64) for b, f in zip(box, fallback))
 
 
-def sample_params(spec: ViewSpec, u: np.ndarray, height: np.ndarray, width: np.ndarray) -> ViewParams:
+def sample_params(spec: ViewSpec, u: np.ndarray, height: np.ndarray,
+                  width: np.ndarray) -> ViewParams:
     """ViewParams from (B, DRAWS) uniforms; height, width: (B,) source image sizes."""
     c = CROP_ATTEMPTS * 4
     top, left, h, w = crop_boxes(u[:, :c], height, width, spec.scale, spec.ratio)

@@ -24,7 +24,8 @@ def snapshot(backbone: nn.Module) -> dict[str, torch.Tensor]:
 def check_unchanged(backbone: nn.Module, before: dict[str, torch.Tensor]) -> None:
     """Raise BackboneMoved naming the tensors that differ from `before` (bit for bit)."""
     now = backbone.state_dict()
-    moved = sorted(k for k, v in before.items() if k not in now or not torch.equal(now[k].cpu(), v.cpu()))
+    moved = sorted(k for k, v in before.items()
+                   if k not in now or not torch.equal(now[k].cpu(), v.cpu()))
     if moved:
         raise BackboneMoved(f"{len(moved)} backbone tensor(s) changed during the linear probe, "
                             f"first '{moved[0]}': the backbone must stay frozen, in eval mode")

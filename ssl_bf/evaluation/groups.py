@@ -30,7 +30,8 @@ def per_class_top1(pred, labels, classes: int) -> list[float | None]:
     out = []
     for c in range(classes):
         mine = labels == c
-        out.append(round(100.0 * float((pred[mine] == c).float().mean()), 4) if mine.any() else None)
+        out.append(round(100.0 * float((pred[mine] == c).float().mean()), 4) if mine.any()
+                   else None)
     return out
 
 
@@ -39,7 +40,8 @@ def group_top1(pred, labels, counts) -> dict[str, float | None]:
     out = {}
     for name, members in class_groups(counts).items():
         mine = np.isin(labels, members)
-        out[name] = round(100.0 * float((pred[mine] == labels[mine]).mean()), 4) if mine.any() else None
+        out[name] = (round(100.0 * float((pred[mine] == labels[mine]).mean()), 4) if mine.any()
+                     else None)
     return out
 
 

@@ -41,7 +41,8 @@ def as_float32(x) -> np.ndarray:
 
 
 def as_labels(y) -> torch.Tensor:
-    return (y.detach().cpu() if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))).long()
+    return (y.detach().cpu() if isinstance(y, torch.Tensor)
+            else torch.as_tensor(np.asarray(y))).long()
 
 
 @contextlib.contextmanager
@@ -59,7 +60,8 @@ def faiss_blas_core() -> str | None:
     """The CPU kernel set that faiss's bundled OpenBLAS chose, or None if unreadable."""
     try:
         with open("/proc/self/maps") as maps:
-            libs = sorted({line.split()[-1] for line in maps if "openblas" in line and "faiss" in line})
+            libs = sorted({line.split()[-1] for line in maps
+                           if "openblas" in line and "faiss" in line})
         for path in libs:
             name = ctypes.CDLL(path).openblas_get_corename
             name.restype = ctypes.c_char_p
@@ -106,7 +108,8 @@ def weighted_votes(sims: torch.Tensor, neighbour_labels: torch.Tensor, temperatu
 def _check(bank: np.ndarray, bank_labels: torch.Tensor, queries: np.ndarray,
            query_labels: torch.Tensor, ks: Sequence[int], num_classes: int) -> None:
     if bank.ndim != 2 or queries.ndim != 2 or bank.shape[1] != queries.shape[1]:
-        raise ValueError(f"features must be (N, D) and (Q, D), got {bank.shape} and {queries.shape}")
+        raise ValueError(f"features must be (N, D) and (Q, D), got {bank.shape} and "
+                         f"{queries.shape}")
     if len(bank_labels) != len(bank) or len(query_labels) != len(queries):
         raise ValueError("one label per feature row is needed")
     if not ks or min(ks) < 1:

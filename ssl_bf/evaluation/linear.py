@@ -93,7 +93,8 @@ class AugmentedDataset(Dataset):
 
     def __getitem__(self, index: int):
         image, _ = self.base.load(index)
-        seed_all(mix_seed(self.seed, 7919, self.epoch, index))  # 7919: apart from pretraining's keys
+        # 7919: apart from pretraining's keys
+        seed_all(mix_seed(self.seed, 7919, self.epoch, index))
         label = -1 if self.labels is None else int(self.labels[index])
         return self.transform(Image.fromarray(image)), label, index
 
@@ -148,7 +149,8 @@ def _sgd(feats: torch.Tensor, labels: torch.Tensor, head: nn.Linear, cfg: Linear
             opt.step()
             total += loss.item() * len(idx)
         _check_finite(total / n, epoch)
-        if log is not None and (epoch + 1 == cfg.epochs or (epoch + 1) % max(1, cfg.epochs // 10) == 0):
+        if log is not None and (epoch + 1 == cfg.epochs
+                                or (epoch + 1) % max(1, cfg.epochs // 10) == 0):
             log(f"epoch {epoch + 1}/{cfg.epochs}  loss {total / n:.4f}  lr {lr_at(cfg, epoch):.4g}")
     return head
 
@@ -212,7 +214,8 @@ def standard_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset
     start = time.time()
     augmented = AugmentedDataset(train_set, cfg.data.image_size, cfg.train.seed)
     loader = DataLoader(augmented, batch_size=lin.batch_size // acc.num_processes, shuffle=True,
-                        num_workers=workers, generator=torch.Generator().manual_seed(cfg.train.seed),
+                        num_workers=workers,
+                        generator=torch.Generator().manual_seed(cfg.train.seed),
                         pin_memory=torch.cuda.is_available())
     head = make_head(backbone.dim, classes, cfg.train.seed)
     opt = torch.optim.SGD(head.parameters(), lr=lr_at(lin, 0), momentum=0.9,

@@ -87,15 +87,18 @@ def _run_dir(path: Path, rest: list[str]) -> EvalTarget:
         return EvalTarget(cfg, load_backbone_into(backbone, exported), str(exported))
     latest = find_latest(path / "checkpoints")
     if latest is None:
-        raise UsageError(f"checkpoint: {path} has neither {BACKBONE_FILE} nor a complete checkpoint")
+        raise UsageError(f"checkpoint: {path} has neither {BACKBONE_FILE} nor a complete "
+                         "checkpoint")
     state = load_safetensors(latest / MODEL)
-    own = {k[len(Method.BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(Method.BACKBONE_PREFIX)}
+    own = {k[len(Method.BACKBONE_PREFIX):]: v for k, v in state.items()
+           if k.startswith(Method.BACKBONE_PREFIX)}
     _load_strict(backbone, own, latest / MODEL)
     return EvalTarget(cfg, backbone, str(latest / MODEL))
 
 
 def _load_strict(backbone: nn.Module, state: dict, source: Path) -> None:
-    missing, unexpected = set(backbone.state_dict()) - set(state), set(state) - set(backbone.state_dict())
+    missing, unexpected = (set(backbone.state_dict()) - set(state),
+                           set(state) - set(backbone.state_dict()))
     if missing or unexpected:
         first = sorted(missing)[0] if missing else sorted(unexpected)[0]
         raise UsageError(f"checkpoint {source} does not match the backbone: "
@@ -113,7 +116,8 @@ def _file(path: Path, rest: list[str]) -> EvalTarget:
         model, image_size = model_config_from_metadata(meta)
     except UsageError:  # a file without our metadata: the architecture comes from the CLI
         cfg = load_config(rest)
-        return EvalTarget(cfg, load_backbone_into(build_backbone(cfg.model, cfg.data.image_size), path),
+        return EvalTarget(cfg,
+                          load_backbone_into(build_backbone(cfg.model, cfg.data.image_size), path),
                           str(path))
     given = [a.partition("=")[0] for a in rest if a.startswith("model.")]
     if given:

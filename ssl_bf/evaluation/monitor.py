@@ -5,8 +5,9 @@ and writes the returned row to metrics.jsonl (`knn_top1` also goes on the
 progress bar). The bank is the labelled training split (data.eval_train: the
 images the run pretrains on, or the whole balanced split - the default under
 data.imbalance), the queries the test split cut to knn.test_subset; the row also
-holds top-1 per class and per many / medium / few group. Same library, same settings and same numbers as eval/knn.py:
-for a checkpoint written at an epoch end, the monitor's figure and the CLI's agree.
+holds top-1 per class and per many / medium / few group. Same library, same settings
+and same numbers as eval/knn.py: for a checkpoint written at an epoch end, the
+monitor's figure and the CLI's agree.
 """
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes
     queries = torch.nn.functional.normalize(raw, dim=1)
     row = None
     if accelerator.is_main_process:
-        result = knn_classify(bank, bank_y, queries, query_y, cfg.knn.k, cfg.knn.temperature, classes,
-                              return_predictions=counts is not None)
+        result = knn_classify(bank, bank_y, queries, query_y, cfg.knn.k, cfg.knn.temperature,
+                              classes, return_predictions=counts is not None)
         row = knn_metrics(result, cfg.knn.k)
         if counts is not None:
             pred = result["predictions"][int(cfg.knn.k[-1])]
@@ -96,7 +97,8 @@ class KnnMonitor:
 
     def __init__(self, cfg: Config):
         if cfg.knn.every < 1:
-            raise UsageError(f"knn.every: the monitor needs a positive interval, got {cfg.knn.every}")
+            raise UsageError(f"knn.every: the monitor needs a positive interval, got "
+                             f"{cfg.knn.every}")
         self.cfg = cfg
         # Built now, before training starts, so a missing or unlabelled split (or
         # a k larger than the bank) stops the run at once, not after knn.every epochs.

@@ -21,8 +21,9 @@ from ssl_bf.models.backbones import build_backbone
 
 def _mocov2(cfg: Config, backbone: nn.Module, world_size: int) -> MoCoV2:
     m, groups = cfg.method, split_bn_groups(cfg, world_size)
-    settings = MoCoV2Settings(temperature=m.temperature, queue_size=m.queue_size, symmetric=m.symmetric,
-                              split_groups=groups, shuffle_bn=world_size > 1 or groups > 1,
+    settings = MoCoV2Settings(temperature=m.temperature, queue_size=m.queue_size,
+                              symmetric=m.symmetric, split_groups=groups,
+                              shuffle_bn=world_size > 1 or groups > 1,
                               proj_hidden=m.proj_hidden, proj_out=m.proj_out,
                               proj_layers=m.proj_layers, proj_bn=m.proj_bn)
     return MoCoV2(backbone, settings, cfg.bf)
@@ -30,15 +31,20 @@ def _mocov2(cfg: Config, backbone: nn.Module, world_size: int) -> MoCoV2:
 
 def _mocov3(cfg: Config, backbone: nn.Module, world_size: int) -> MoCoV3:
     m = cfg.method
-    settings = MoCoV3Settings(temperature=m.temperature, proj_hidden=m.proj_hidden, proj_out=m.proj_out,
-                              proj_layers=m.proj_layers, pred_hidden=m.pred_hidden,
+    settings = MoCoV3Settings(temperature=m.temperature, proj_hidden=m.proj_hidden,
+                              proj_out=m.proj_out, proj_layers=m.proj_layers,
+                              pred_hidden=m.pred_hidden,
                               global_batch=cfg.train.batch_size // cfg.train.accumulate)
     return MoCoV3(backbone, settings, cfg.bf)
 
 
-BUILDERS: dict[str, Callable[[Config, nn.Module, int], Method]] = {"mocov2": _mocov2, "mocov3": _mocov3}
+BUILDERS: dict[str, Callable[[Config, nn.Module, int], Method]] = {
+    "mocov2": _mocov2,
+    "mocov3": _mocov3,
+}
 if BUILDERS.keys() != METHODS.keys():  # config/methods.py is the one list of names
-    raise ImportError(f"methods built {sorted(BUILDERS)} but config/methods.py registers {sorted(METHODS)}")
+    raise ImportError(f"methods built {sorted(BUILDERS)} but config/methods.py registers "
+                      f"{sorted(METHODS)}")
 
 
 def build_method(cfg: Config, world_size: int = 1) -> Method:
@@ -47,5 +53,5 @@ def build_method(cfg: Config, world_size: int = 1) -> Method:
     return BUILDERS[cfg.method.name](cfg, backbone, world_size)
 
 
-__all__ = ["BUILDERS", "Method", "MoCoV2", "MoCoV2Settings", "MoCoV3", "MoCoV3Settings", "StepOutput",
-           "build_method"]
+__all__ = ["BUILDERS", "Method", "MoCoV2", "MoCoV2Settings", "MoCoV3", "MoCoV3Settings",
+           "StepOutput", "build_method"]

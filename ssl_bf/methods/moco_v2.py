@@ -47,7 +47,8 @@ class MoCoV2(Method):
         s, groups = settings, settings.split_groups
         if groups > 1:
             convert_split_bn(backbone, groups)  # before the key copy: both split
-        projector = mocov2_projector(backbone.dim, s.proj_hidden, s.proj_out, s.proj_layers, s.proj_bn)
+        projector = mocov2_projector(backbone.dim, s.proj_hidden, s.proj_out, s.proj_layers,
+                                     s.proj_bn)
         head_groups = groups if s.proj_bn else 1  # the head's BN is per group too
         if head_groups > 1:
             convert_split_bn(projector, groups, (nn.BatchNorm1d,))

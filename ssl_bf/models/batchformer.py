@@ -35,7 +35,8 @@ class BatchFormer(nn.Module):
         # x + g * (layer(x) - x) with a learnt per-channel g starting at gate_init,
         # so the BF stream starts as (almost) the plain one and the layer can only
         # move it as far as the loss finds useful. None = the authors' plain layer.
-        self.gate = None if gate_init is None else nn.Parameter(torch.full((dim,), float(gate_init)))
+        self.gate = (None if gate_init is None
+                     else nn.Parameter(torch.full((dim,), float(gate_init))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = None

@@ -13,8 +13,8 @@ study budget ends at 26.15% kNN, far below the plain layer's 35.73% (row v2_bf_s
 Keeping the self term differentiable costs O(B·d), not O(B²·d): scores and mixed
 values are computed against keys/values of the detached features, and the diagonal gets
 back its gradient through (k_i - k'_i) and (v_i - v'_i), which are zero in value.
-(A first version, commit 889b454, detached k and v themselves, so the layer's key/value
-weights learnt only from the self term; experiments/README.md records its run.)
+(A first version detached k and v themselves, so the layer's key/value weights learnt only
+from the self term; experiments/results/study_extra/ records its run.)
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ class SplitBatchNorm2d(nn.Module):
         super().__init__()
         self.splits, self.eps, self.momentum = splits, bn.eps, bn.momentum
         self.num_features = bn.num_features
-        self.weight = nn.Parameter(bn.weight.detach().clone(), requires_grad=bn.weight.requires_grad)
+        self.weight = nn.Parameter(bn.weight.detach().clone(),
+                                   requires_grad=bn.weight.requires_grad)
         self.bias = nn.Parameter(bn.bias.detach().clone(), requires_grad=bn.bias.requires_grad)
         self.register_buffer("running_mean", bn.running_mean.detach().clone())
         self.register_buffer("running_var", bn.running_var.detach().clone())

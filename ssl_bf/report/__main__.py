@@ -9,7 +9,8 @@ from ssl_bf.report.curves import plot_curves
 from ssl_bf.report.per_class import plot_per_class
 from ssl_bf.report.runs import final_row, read_run, table
 
-USAGE = "usage: python -m ssl_bf.report RUN_DIR [RUN_DIR ...] [--no-embedding] [--embedding-points N]"
+USAGE = ("usage: python -m ssl_bf.report RUN_DIR [RUN_DIR ...] [--no-embedding] "
+         "[--embedding-points N]")
 POINTS = 5000  # test images in the t-SNE picture (report/embedding.py: its cost)
 
 
@@ -23,7 +24,8 @@ def parse_args(args: list[str]) -> tuple[list[str], int | None]:
         elif arg.startswith("--embedding-points"):
             value = arg.partition("=")[2] or (rest.pop(0) if rest else "")
             if not value.isdigit() or int(value) < 10:
-                raise UsageError(f"--embedding-points: expected an integer of at least 10, got '{value}'")
+                raise UsageError("--embedding-points: expected an integer of at least 10, "
+                                 f"got '{value}'")
             points = int(value)
         elif arg.startswith("-"):
             raise UsageError(f"unknown option '{arg}' ({USAGE})")

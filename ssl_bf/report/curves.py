@@ -7,7 +7,8 @@ from ssl_bf.errors import UsageError
 
 PANELS = [("train", "epoch", "loss", "loss"), ("train", "step", "lr", "learning rate"),
           ("knn", "epoch", "knn_top1", "kNN top-1 (%)"), ("train", "time", "loss", "loss"),
-          ("knn", "time", "knn_top1", "kNN top-1 (%)"), ("train", "epoch", "spread", "embedding spread")]
+          ("knn", "time", "knn_top1", "kNN top-1 (%)"),
+          ("train", "epoch", "spread", "embedding spread")]
 
 
 def pyplot():

@@ -39,8 +39,10 @@ def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
         from sklearn.decomposition import PCA
         from sklearn.manifold import TSNE
     except ImportError:
-        raise UsageError("the embedding picture needs scikit-learn: pip install -e \".[plots]\"") from None
-    x = features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)  # kNN's cosine view
+        raise UsageError("the embedding picture needs scikit-learn: "
+                         "pip install -e \".[plots]\"") from None
+    # kNN's cosine view
+    x = features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
     if x.shape[1] > 50:
         x = PCA(50, random_state=seed).fit_transform(x)
     perplexity = min(30.0, (len(x) - 1) / 3)
@@ -57,7 +59,8 @@ def plot_embedding(runs: list[dict], path: Path, points: int) -> None:
         for c in np.unique(labels):
             mine = labels == c
             label = names[c] if c < len(names) else str(c)
-            ax.scatter(xy[mine, 0], xy[mine, 1], s=max(2.0, min(16.0, 16000 / len(labels))), color=plt.cm.tab10(c % 10) if len(names) <= 10
+            ax.scatter(xy[mine, 0], xy[mine, 1], s=max(2.0, min(16.0, 16000 / len(labels))),
+                       color=plt.cm.tab10(c % 10) if len(names) <= 10
                        else plt.cm.nipy_spectral(c / max(1, len(names) - 1)), label=label)
         ax.set_title(f"{run['name']}: t-SNE of {len(labels)} test images")
         ax.set_xticks([])

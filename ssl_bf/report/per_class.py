@@ -37,7 +37,8 @@ def _bars(ax, rows, names: list[str]) -> None:
     for i, (run, row) in enumerate(rows):
         xs = [c + (i - (len(rows) - 1) / 2) * width for c in range(len(names))]
         ys = [a if a is not None else 0.0 for a in row["knn_top1_per_class"]]
-        ax.bar(xs, ys, width=width, color=f"C{i}", label=f"{run['name']} (kNN {row['knn_top1']:.1f}%)")
+        ax.bar(xs, ys, width=width, color=f"C{i}",
+               label=f"{run['name']} (kNN {row['knn_top1']:.1f}%)")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=45 if len(names) <= 20 else 90, ha="right",
                        fontsize=9 if len(names) <= 20 else 6)

@@ -44,8 +44,8 @@ def table(rows: list[dict]) -> str:
     def cell(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    lines = ["| run | steps | epoch | final loss | kNN top-1 (%) | many | medium | few | best kNN (%) "
-             "| samples/s | minutes | collapse |",
+    lines = ["| run | steps | epoch | final loss | kNN top-1 (%) | many | medium | few "
+             "| best kNN (%) | samples/s | minutes | collapse |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['run']} | {cell(r['steps'], 'd')} | {cell(r['epoch'], '.2f')} | "

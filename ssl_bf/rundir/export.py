@@ -55,7 +55,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 def model_config_from_metadata(meta: dict[str, str]) -> tuple[ModelConfig, int]:
     """(ModelConfig, image_size) recorded in a backbone file by export_backbone."""
     if meta.get("format") != "torchvision" or "backbone" not in meta:
-        raise UsageError("backbone file carries no ssl_bf metadata; pass model.* and data.image_size")
+        raise UsageError("backbone file carries no ssl_bf metadata; pass model.* and "
+                         "data.image_size")
     cfg = ModelConfig(backbone=meta["backbone"], width=float(meta.get("width", 1.0)))
     if "cifar_stem" in meta:
         cfg.cifar_stem = meta["cifar_stem"] == "true"
@@ -72,10 +73,13 @@ def load_backbone_into(backbone: nn.Module, path: str | os.PathLike) -> nn.Modul
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
-        first = (missing and f"missing '{missing[0]}'") or (unexpected and f"unexpected '{unexpected[0]}'") \
-            or f"'{wrong[0]}' has shape {tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}"
+        first = (missing and f"missing '{missing[0]}'") \
+            or (unexpected and f"unexpected '{unexpected[0]}'") \
+            or (f"'{wrong[0]}' has shape {tuple(state[wrong[0]].shape)}, "
+                f"expected {tuple(own[wrong[0]].shape)}")
         raise UsageError(f"checkpoint {path} does not match the backbone: {first} "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped)")
+                         f"({len(missing)} missing, {len(unexpected)} unexpected, "
+                         f"{len(wrong)} mis-shaped)")
     backbone.load_state_dict(state, strict=True)
     return backbone
 

@@ -95,17 +95,21 @@ def record_changes(run_dir: Path, changes: list[dict], step: int) -> list[str]:
 def run_dir_of(checkpoint: Path) -> Path:
     """RUN for RUN/checkpoints/step_N (or RUN/checkpoints/last)."""
     checkpoint = Path(checkpoint)
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return (checkpoint.parent.parent if checkpoint.parent.name == "checkpoints"
+            else checkpoint.parent)
 
 
 def check_shapes(model_state: dict, own_state: dict, path: Path) -> None:
     """A checkpoint that does not fit the model: one line naming the first mismatch."""
     for key in own_state:
         if key not in model_state:
-            raise UsageError(f"train.resume: {path} does not fit this model: it has no tensor '{key}'")
+            raise UsageError(f"train.resume: {path} does not fit this model: it has no tensor "
+                             f"'{key}'")
     for key, tensor in model_state.items():
         if key not in own_state:
-            raise UsageError(f"train.resume: {path} does not fit this model: unexpected tensor '{key}'")
+            raise UsageError(f"train.resume: {path} does not fit this model: unexpected tensor "
+                             f"'{key}'")
         if tuple(tensor.shape) != tuple(own_state[key].shape):
             raise UsageError(f"train.resume: {path} does not fit this model: '{key}' is "
-                             f"{tuple(tensor.shape)} in the checkpoint, {tuple(own_state[key].shape)} here")
+                             f"{tuple(tensor.shape)} in the checkpoint, "
+                             f"{tuple(own_state[key].shape)} here")

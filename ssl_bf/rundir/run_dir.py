@@ -38,7 +38,8 @@ def storage(out: Path, path: Path):
         reason = getattr(err, "strerror", None) or str(err)
         raise TrainingFailed(f"cannot write {path}: {reason}; the last good "
                              f"checkpoint is {last or 'none (nothing to resume)'}; free space "
-                             "or fix the permissions, then continue with train.resume=auto") from None
+                             "or fix the permissions, then continue with "
+                             "train.resume=auto") from None
 
 
 class RunDir:
@@ -74,9 +75,10 @@ class RunDir:
     def check_loaded(self, step: int) -> None:
         """Every process loaded the checkpoint the main process chose."""
         if step != self.resume_step:
-            raise UsageError(f"train.resume: process {self.acc.process_index} read step {step} from "
-                             f"{self.resume_from}, the main process step {self.resume_step}; the "
-                             "processes see different files there (node-local copies?)")
+            raise UsageError(f"train.resume: process {self.acc.process_index} read step {step} "
+                             f"from {self.resume_from}, the main process step "
+                             f"{self.resume_step}; the processes see different files there "
+                             "(node-local copies?)")
 
     def begin(self, header: str, step: int) -> None:
         """config.yaml (headed by `header`), the resume's changes, the log cut back to `step`."""
@@ -96,13 +98,15 @@ class RunDir:
                 self.log_file.write(row)
         on_main(self.acc, write)
 
-    def checkpoint(self, step: int, states: Callable[[], tuple[dict, dict]], trainer_state: dict) -> None:
+    def checkpoint(self, step: int, states: Callable[[], tuple[dict, dict]],
+                   trainer_state: dict) -> None:
         """checkpoints/step_N from `states()` (model, optimizer), called on the main process."""
         root = self.path / "checkpoints"
 
         def write():
             with storage(self.path, root / f"step_{step:08d}"):
-                save_checkpoint(root, step, *states(), trainer_state, self.cfg.train.keep_checkpoints)
+                save_checkpoint(root, step, *states(), trainer_state,
+                                self.cfg.train.keep_checkpoints)
         on_main(self.acc, write)
 
     def export(self, backbone: nn.Module) -> Path:

@@ -72,7 +72,8 @@ class RunLock:
             warning = (f"warning: taking over the lock of a run that is gone "
                        f"({describe(holder) if holder else 'unreadable lock file'})")
             self.path.unlink(missing_ok=True)
-        raise UsageError(f"train.output_dir: could not take {self.path}: other launches keep taking it")
+        raise UsageError(f"train.output_dir: could not take {self.path}: other launches keep "
+                         "taking it")
 
     def _create(self) -> bool:
         try:

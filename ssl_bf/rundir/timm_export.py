@@ -1,7 +1,8 @@
 """The backbone in timm's layout: where most users' fine-tuning code lives.
 
 ResNets: timm's ResNet keeps torchvision's parameter names, so the tensors go over
-unchanged (full width only: timm fixes the plain stem at 64 channels), and the CIFAR stem (3x3 conv, stride 1, no max-pool) is patched in after create_model, as
+unchanged (full width only: timm fixes the plain stem at 64 channels), and the CIFAR
+stem (3x3 conv, stride 1, no max-pool) is patched in after create_model, as
 for torchvision. ViTs: torchvision's VisionTransformer names are mapped to timm's
 (both are pre-norm blocks with a fused qkv projection, LayerNorm eps 1e-6, exact GELU,
 the class token after the last norm as the feature).

@@ -76,7 +76,8 @@ class Trainer:
         if cfg.train.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg, self.method)
-        self.probe = online_probe(cfg, self.method.backbone, self.source, self.world, self.acc.device)
+        self.probe = online_probe(cfg, self.method.backbone, self.source, self.world,
+                                  self.acc.device)
         self.state = self._resume()
         self.model, self.optimizer = self.acc.prepare(self.method, self.optimizer)
         if cfg.train.compile:
@@ -182,7 +183,8 @@ class Trainer:
                              f"({s.nan_skips} so far)")
             return
         raise TrainingFailed(f"non-finite loss ({outputs[-1].loss.item()}) at step {s.step + 1}; "
-                             "the last checkpoint is untouched (lower train.lr, or train.on_nan=skip)")
+                             "the last checkpoint is untouched (lower train.lr, or "
+                             "train.on_nan=skip)")
 
     # --- logging, checkpoints, monitors -----------------------------------------
 
@@ -211,8 +213,10 @@ class Trainer:
     def _checkpoint(self) -> None:
         self.acc.wait_for_everyone()
         check_weights_finite(self.method, self.state.step, self.acc)
-        trainer_state = {**asdict(self.state), "train_seconds": self._elapsed(), "world_size": self.world}
-        self.run.checkpoint(self.state.step, lambda: states_to_save(self.method, self.optimizer, self.probe),
+        trainer_state = {**asdict(self.state), "train_seconds": self._elapsed(),
+                         "world_size": self.world}
+        self.run.checkpoint(self.state.step,
+                            lambda: states_to_save(self.method, self.optimizer, self.probe),
                             trainer_state)
         self.acc.wait_for_everyone()
 

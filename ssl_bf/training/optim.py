@@ -5,8 +5,8 @@ MoCo codes do). Groups: weights; BN parameters and biases (no weight decay and,
 under LARS, no trust-ratio scaling when train.exclude_norm_bias - MoCo-v3's
 optimizer.py exempts every 1-D tensor, BatchFormer's LayerNorms and biases
 included); BatchFormer (lr * bf.lr_scale), its 1-D tensors exempt likewise.
-Each group keeps an `lr_scale` that the per-step schedule multiplies in. Frozen parameters (the key encoder,
-a fixed BatchFormer) are left out.
+Each group keeps an `lr_scale` that the per-step schedule multiplies in. Frozen
+parameters (the key encoder, a fixed BatchFormer) are left out.
 """
 from __future__ import annotations
 

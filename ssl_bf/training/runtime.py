@@ -50,8 +50,8 @@ def cpu_has_native_bf16() -> bool | None:
 
 
 def warn_slow_bf16(cfg: Config, accelerator: Accelerator) -> None:
-    # Measured on a 2-core AVX2 EPYC: a ResNet-18 step under CPU bf16 autocast took
-    # ~20 s against ~1 s in fp32 - without native bf16 it is emulated.
+    # Without native bf16 a CPU emulates it, far slower than fp32 (benchmarks/BENCHMARKS.md
+    # §1, "bf16 (EMULATED on this CPU)").
     if (cfg.train.precision == "bf16" and accelerator.device.type == "cpu"
             and cpu_has_native_bf16() is False and accelerator.is_main_process):
         print("warning: this CPU has no native bf16 (no avx512_bf16/amx_bf16): bf16 autocast is "
@@ -65,7 +65,7 @@ def local_processes() -> int:
 
 def set_threads(cfg: Config, accelerator: Accelerator) -> int:
     """Every core this process may use: `accelerate launch` sets OMP_NUM_THREADS=1,
-    which would leave a single CPU process on one core (45 vs 75 samples/s here)."""
+    which would leave a single CPU process on one core."""
     if cfg.train.threads is not None:
         n = cfg.train.threads
     elif accelerator.device.type == "cpu":

@@ -68,6 +68,6 @@ def check_weights_finite(method: nn.Module, step: int, accelerator) -> None:
     if accelerator.num_processes > 1:
         bad = accelerator.reduce(bad.to(accelerator.device), reduction="sum")
     if bad.item():
-        raise TrainingFailed(f"non-finite weights after step {step}; not saved, the last checkpoint "
-                             f"is untouched (lower train.lr) - on {int(bad.item())} of "
+        raise TrainingFailed(f"non-finite weights after step {step}; not saved, the last "
+                             f"checkpoint is untouched (lower train.lr) - on {int(bad.item())} of "
                              f"{accelerator.num_processes} processes")

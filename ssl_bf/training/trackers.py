@@ -35,7 +35,8 @@ def flat_hparams(cfg: Config) -> dict:
             if isinstance(value, dict):
                 walk(value, f"{prefix}{key}.")
             else:
-                out[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+                out[prefix + key] = (value if isinstance(value, (int, float, str, bool))
+                                     else str(value))
 
     walk(to_dict(cfg), "")
     return out
@@ -48,5 +49,6 @@ def start_trackers(accelerator, cfg: Config) -> None:
 
 def log_row(accelerator, cfg: Config, row: dict, step: int) -> None:
     if cfg.log.with_ != "none" and accelerator.log_with:
-        accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"},
+        accelerator.log({k: v for k, v in row.items()
+                         if isinstance(v, (int, float)) and k != "step"},
                         step=step)
