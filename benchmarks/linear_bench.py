@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ssl_bf.evaluation.job import EvalJob  # noqa: E402
 from ssl_bf.evaluation.linear import linear_probe  # noqa: E402
 from ssl_bf.evaluation.load import load_target  # noqa: E402
 from ssl_bf.evaluation.splits import labelled_splits, num_classes  # noqa: E402
@@ -49,8 +50,9 @@ def main() -> None:
         import torch
 
         backbone.to(memory_format=torch.channels_last)
-    row = linear_probe(cfg, backbone, acc, train, test, num_classes(train, test),
-                       workers=cfg.data.num_workers or 0, log=print)
+    job = EvalJob(cfg, backbone, acc, num_classes(train, test),
+                  workers=cfg.data.num_workers or 0, log=print)
+    row = linear_probe(job, train, test)
     images = len(train) * cfg.linear.copies + len(test)
     total = decoded + row["extract_seconds"] + row["train_seconds"]
     print(f"backbone    {cfg.model.backbone} width {cfg.model.width} ({target.name}), "

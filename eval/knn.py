@@ -40,27 +40,21 @@ def table(target, cfg, row: dict, bank: int, queries: int, dim: int) -> str:
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
     from ssl_bf.data.pipeline import default_workers, pretrain_class_counts
     from ssl_bf.evaluation.features import eval_loader
-    from ssl_bf.evaluation.load import load_target
+    from ssl_bf.evaluation.job import EvalJob
+    from ssl_bf.evaluation.load import open_for_eval
     from ssl_bf.evaluation.monitor import knn_datasets, knn_evaluate
     from ssl_bf.evaluation.splits import num_classes
-    from ssl_bf.training.runtime import local_processes, make_accelerator, set_threads
+    from ssl_bf.training.runtime import local_processes
 
-    target = load_target(sys.argv[1:] if argv is None else argv)
+    target, acc, backbone = open_for_eval(sys.argv[1:] if argv is None else argv)
     cfg = target.cfg
-    acc = make_accelerator(cfg)
-    set_threads(cfg, acc)
     datasets = knn_datasets(cfg)
     workers = default_workers(cfg.data, local_processes())
     loaders = [eval_loader(ds, acc, cfg.knn.batch_size, workers) for ds in datasets]
-    backbone = target.backbone.to(acc.device)
-    if cfg.train.channels_last:  # as the run trained; extract_features feeds NHWC images
-        backbone.to(memory_format=torch.channels_last)
-    row = knn_evaluate(cfg, backbone, acc, loaders, num_classes(*datasets),
-                       pretrain_class_counts(cfg.data))
+    job = EvalJob(cfg, backbone, acc, num_classes(*datasets), pretrain_class_counts(cfg.data))
+    row = knn_evaluate(job, loaders)
     if acc.is_main_process:
         print(table(target, cfg, row, len(datasets[0]), len(datasets[1]), backbone.dim))
         print(json.dumps(row), flush=True)

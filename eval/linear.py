@@ -39,26 +39,20 @@ def table(target, cfg, row: dict, train: int, test: int, processes: int) -> str:
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
     from ssl_bf.data.pipeline import default_workers, pretrain_class_counts
+    from ssl_bf.evaluation.job import EvalJob
     from ssl_bf.evaluation.linear import linear_probe
-    from ssl_bf.evaluation.load import load_target
+    from ssl_bf.evaluation.load import open_for_eval
     from ssl_bf.evaluation.splits import labelled_splits, num_classes
-    from ssl_bf.training.runtime import local_processes, make_accelerator, set_threads
+    from ssl_bf.training.runtime import local_processes
 
-    target = load_target(sys.argv[1:] if argv is None else argv)
+    target, acc, backbone = open_for_eval(sys.argv[1:] if argv is None else argv)
     cfg = target.cfg
-    acc = make_accelerator(cfg)
-    set_threads(cfg, acc)
     train, test = labelled_splits(cfg)
     log = (lambda line: print(line, flush=True)) if acc.is_main_process else None
-    backbone = target.backbone.to(acc.device)
-    if cfg.train.channels_last:  # as the run trained; extract_features feeds NHWC images
-        backbone.to(memory_format=torch.channels_last)
-    row = linear_probe(cfg, backbone, acc, train, test, num_classes(train, test),
-                       default_workers(cfg.data, local_processes()), log,
-                       pretrain_class_counts(cfg.data))
+    job = EvalJob(cfg, backbone, acc, num_classes(train, test), pretrain_class_counts(cfg.data),
+                  default_workers(cfg.data, local_processes()), log)
+    row = linear_probe(job, train, test)
     if acc.is_main_process:
         print(table(target, cfg, row, len(train), len(test), acc.num_processes))
         print(json.dumps({**row, "linear_mode": cfg.linear.mode}), flush=True)

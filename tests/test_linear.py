@@ -10,7 +10,8 @@ from torch import nn
 from ssl_bf.config import load_config
 from ssl_bf.config.schema import LinearConfig
 from ssl_bf.evaluation.frozen import BackboneMoved, check_unchanged, snapshot
-from ssl_bf.evaluation.linear import linear_probe, lr_at, topk_accuracy, train_head
+from ssl_bf.evaluation.job import EvalJob
+from ssl_bf.evaluation.linear import linear_probe, probe_lr_at, topk_accuracy, train_head
 from ssl_bf.evaluation.splits import labelled_splits, num_classes
 from ssl_bf.models.backbones import build_backbone
 from ssl_bf.training.runtime import make_accelerator
@@ -18,12 +19,12 @@ from ssl_bf.training.runtime import make_accelerator
 
 def test_step_and_cosine_schedules():
     step = LinearConfig(lr=30.0, batch_size=256, schedule="step", milestones=[60, 80], epochs=100)
-    assert ([lr_at(step, e) for e in (0, 59, 60, 79, 80, 99)]
+    assert ([probe_lr_at(step, e) for e in (0, 59, 60, 79, 80, 99)]
             == pytest.approx([30, 30, 3, 3, 0.3, 0.3]))
     cosine = LinearConfig(lr=0.1, batch_size=512, schedule="cosine", epochs=90)  # 0.1 per 256
-    assert lr_at(cosine, 0) == pytest.approx(0.2)
-    assert lr_at(cosine, 45) == pytest.approx(0.1)
-    assert lr_at(cosine, 89) < 0.001
+    assert probe_lr_at(cosine, 0) == pytest.approx(0.2)
+    assert probe_lr_at(cosine, 45) == pytest.approx(0.1)
+    assert probe_lr_at(cosine, 89) < 0.001
 
 
 def separable(n: int, seed: int):
@@ -97,7 +98,7 @@ def test_both_modes_on_real_images_leave_the_backbone_alone(probe_setup, mode):
     backbone = build_backbone(cfg.model, cfg.data.image_size)
     backbone.train()  # as the trainer hands it over: the probe must switch it to eval
     before = snapshot(backbone)
-    row = linear_probe(cfg, backbone, acc, train, test, classes)
+    row = linear_probe(EvalJob(cfg, backbone, acc, classes), train, test)
     assert 0.0 <= row["linear_top1"] <= row["linear_top5"] <= 100.0
     assert row["linear_top5"] > 0.0
     check_unchanged(backbone, before)  # BN running stats included
@@ -107,7 +108,7 @@ def test_both_modes_on_real_images_leave_the_backbone_alone(probe_setup, mode):
 def test_a_backbone_that_moves_is_caught(probe_setup):
     cfg, acc, train, test, classes = probe_setup
     with pytest.raises(BackboneMoved, match="bn.running_mean"):
-        linear_probe(cfg, DriftingBackbone(), acc, train, test, classes)
+        linear_probe(EvalJob(cfg, DriftingBackbone(), acc, classes), train, test)
     backbone = DriftingBackbone()
     before = snapshot(backbone)
     check_unchanged(backbone, before)  # nothing moved yet: no error

@@ -31,6 +31,16 @@ def backbone_dim(model: ModelConfig) -> int:
     return VIT_WIDTH[model.backbone]
 
 
+def cifar_stem(model: ModelConfig, image_size: int) -> bool:
+    """A ResNet's 3x3 stem without max-pool (small images, up to 64 px) or ImageNet's."""
+    return model.cifar_stem if model.cifar_stem is not None else image_size <= 64
+
+
+def vit_depth(model: ModelConfig) -> int:
+    """ViT blocks: 12 (ViT-S / DeiT) unless model.vit_depth says otherwise."""
+    return model.vit_depth or 12
+
+
 def vit_patch_size(model: ModelConfig, image_size: int) -> int:
     """Patch 4 for CIFAR-sized inputs (8x8 tokens at 32 px), else ViT's 16."""
     return model.patch_size or (4 if image_size <= 64 else 16)
@@ -51,7 +61,6 @@ def scaled_lr(cfg: Config) -> float:
 
 @dataclass(frozen=True)
 class Plan:
-    micro_batch: int  # samples per process per forward pass
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
@@ -97,5 +106,5 @@ def make_plan(cfg: Config, world: int, images: int) -> Plan:
                          f"that may not see itself sees nothing")
     spe = images // t.batch_size  # the last, partial batch of an epoch is dropped
     total = spe * t.epochs if t.max_steps is None else min(t.max_steps, spe * t.epochs)
-    return Plan(micro, spe, total, round(t.warmup_epochs * spe), round(cfg.bf.start_epoch * spe),
+    return Plan(spe, total, round(t.warmup_epochs * spe), round(cfg.bf.start_epoch * spe),
                 scaled_lr(cfg), cfg.probe.lr * t.batch_size / 256)

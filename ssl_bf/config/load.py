@@ -226,6 +226,17 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{'train': {'lr': 0.3}} -> {'train.lr': 0.3}: the dotted keys of the CLI."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def save_config(cfg: Config, path: str | os.PathLike, header: str = "") -> None:
     """The resolved config as YAML; `header` lines go on top as comments."""
     comments = "".join(f"# {line}\n" for line in header.splitlines())

@@ -36,15 +36,23 @@ class Batch(NamedTuple):
     bad: torch.Tensor  # (B,) the unreadable image each one replaced, or -1
 
 
-class ViewsDataset(Dataset):
-    """key (epoch, index) -> Batch item with the views lightly's transform made here."""
+class KeyedDataset(Dataset):
+    """Pretraining images read by key (epoch, index); an unreadable one is replaced."""
 
-    def __init__(self, source: ImageSource, transform, seed: int, strict: bool = False):
+    def __init__(self, source: ImageSource, seed: int, strict: bool = False):
         self.load = RobustLoader(source, strict)
-        self.transform, self.seed = transform, seed
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.load.source)
+
+
+class ViewsDataset(KeyedDataset):
+    """key (epoch, index) -> Batch item with the views lightly's transform made here."""
+
+    def __init__(self, source: ImageSource, transform, seed: int, strict: bool = False):
+        super().__init__(source, seed, strict)
+        self.transform = transform
 
     def __getitem__(self, key) -> Batch:
         epoch, index = key
@@ -53,7 +61,7 @@ class ViewsDataset(Dataset):
         return Batch(torch.stack(self.transform(Image.fromarray(image))), epoch, index, bad)
 
 
-class ImagesDataset(Dataset):
+class ImagesDataset(KeyedDataset):
     """key (epoch, index) -> Batch item with the uint8 image (3, H, W).
 
     Images of mixed sizes cannot be stacked: for those (`views` given) each view's random
@@ -63,11 +71,8 @@ class ImagesDataset(Dataset):
 
     def __init__(self, source: ImageSource, seed: int, views: BatchedViews | None = None,
                  strict: bool = False):
-        self.load = RobustLoader(source, strict)
-        self.seed, self.views = seed, views
-
-    def __len__(self) -> int:
-        return len(self.load.source)
+        super().__init__(source, seed, strict)
+        self.views = views
 
     def __getitem__(self, key) -> Batch:
         epoch, index = key

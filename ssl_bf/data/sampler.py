@@ -17,15 +17,13 @@ class GlobalBatchSampler(Sampler):
     """Yields lists of (epoch, index) keys: this process's micro-batches, in order."""
 
     def __init__(self, size: int, global_batch: int, accumulate: int, rank: int, world: int,
-                 seed: int, epoch: int, start_step: int = 0, max_steps: int | None = None):
+                 seed: int, epoch: int, start_step: int = 0):
         if global_batch % (accumulate * world):
             raise ValueError("global batch must divide by accumulate * world size")
         self.size, self.global_batch, self.accumulate = size, global_batch, accumulate
         self.rank, self.world, self.seed, self.epoch = rank, world, seed, epoch
         self.micro = global_batch // (accumulate * world)
         self.start_step = start_step
-        self.stop_step = (self.steps_per_epoch if max_steps is None
-                          else min(max_steps, self.steps_per_epoch))
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """Point the sampler at another epoch (and step): the DataLoader, and its
@@ -37,12 +35,12 @@ class GlobalBatchSampler(Sampler):
         return self.size // self.global_batch  # the incomplete last batch is dropped
 
     def __len__(self) -> int:
-        return max(0, self.stop_step - self.start_step) * self.accumulate
+        return max(0, self.steps_per_epoch - self.start_step) * self.accumulate
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=g).tolist()
-        for step in range(self.start_step, self.stop_step):
+        for step in range(self.start_step, self.steps_per_epoch):
             base = step * self.global_batch
             for a in range(self.accumulate):
                 start = base + (a * self.world + self.rank) * self.micro

@@ -1,6 +1,6 @@
 """Linear probe: a linear classifier on a frozen backbone's features.
 
-    row = linear_probe(cfg, backbone, accelerator, train_set, test_set, num_classes)
+    row = linear_probe(EvalJob(cfg, backbone, accelerator, num_classes), train_set, test_set)
     row["linear_top1"], row["linear_top5"]                    # percent, test split
 
 Two modes (linear.mode):
@@ -40,11 +40,12 @@ from ssl_bf.errors import UsageError
 from ssl_bf.evaluation.features import eval_loader, eval_mode, extract_features
 from ssl_bf.evaluation.frozen import check_unchanged, snapshot
 from ssl_bf.evaluation.groups import group_fields, padded
+from ssl_bf.evaluation.job import EvalJob
 
 Log = Callable[[str], None]
 
 
-def lr_at(cfg: LinearConfig, epoch: int) -> float:
+def probe_lr_at(cfg: LinearConfig, epoch: int) -> float:
     """The epoch's lr: cfg.lr * batch/256, x0.1 at each milestone passed (step) or on a
     half cosine to 0 (cosine), as main_lincls.py's adjust_learning_rate."""
     base = cfg.lr * cfg.batch_size / 256
@@ -132,12 +133,12 @@ def _threads_for(macs: int) -> Iterator[None]:
 def _sgd(feats: torch.Tensor, labels: torch.Tensor, head: nn.Linear, cfg: LinearConfig, seed: int,
          log: Log | None) -> nn.Linear:
     copies, n, _ = feats.shape
-    opt = torch.optim.SGD(head.parameters(), lr=lr_at(cfg, 0), momentum=0.9,
+    opt = torch.optim.SGD(head.parameters(), lr=probe_lr_at(cfg, 0), momentum=0.9,
                           weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(cfg.epochs):
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, epoch)
+            group["lr"] = probe_lr_at(cfg, epoch)
         order = torch.randperm(n, generator=gen)
         which = torch.randint(copies, (n,), generator=gen)  # one copy of each image per epoch
         total = 0.0
@@ -151,7 +152,8 @@ def _sgd(feats: torch.Tensor, labels: torch.Tensor, head: nn.Linear, cfg: Linear
         _check_finite(total / n, epoch)
         if log is not None and (epoch + 1 == cfg.epochs
                                 or (epoch + 1) % max(1, cfg.epochs // 10) == 0):
-            log(f"epoch {epoch + 1}/{cfg.epochs}  loss {total / n:.4f}  lr {lr_at(cfg, epoch):.4g}")
+            log(f"epoch {epoch + 1}/{cfg.epochs}  loss {total / n:.4f}  "
+                f"lr {probe_lr_at(cfg, epoch):.4g}")
     return head
 
 
@@ -178,10 +180,9 @@ def test_row(logits: torch.Tensor, labels: torch.Tensor, counts) -> dict:
     return row
 
 
-def cached_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
-                 test_set: EvalDataset, classes: int, workers: int = 0, log: Log | None = None,
-                 counts=None) -> dict:
+def cached_probe(job: EvalJob, train_set: EvalDataset, test_set: EvalDataset) -> dict:
     """Extract once on every process; train the head on the main one; the row on all."""
+    cfg, backbone, acc, workers = job.cfg, job.backbone, job.accelerator, job.workers
     start = time.time()
     train = [_raw_features(cfg, backbone, acc, train_set, workers)]
     for copy in range(1, cfg.linear.copies):
@@ -193,9 +194,9 @@ def cached_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
     row = None
     if acc.is_main_process:
         feats, labels = torch.stack([f for f, _ in train]), train[0][1]
-        head = train_head(feats, labels, classes, cfg.linear, cfg.train.seed, log)
+        head = train_head(feats, labels, job.classes, cfg.linear, cfg.train.seed, job.log)
         with torch.no_grad():
-            row = test_row(head(test), test_y, counts)
+            row = test_row(head(test), test_y, job.counts)
         row.update(extract_seconds=round(extracted - start, 2),
                    train_seconds=round(time.time() - extracted, 2))
     if acc.num_processes > 1:
@@ -203,10 +204,9 @@ def cached_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
     return row
 
 
-def standard_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
-                   test_set: EvalDataset, classes: int, workers: int = 0,
-                   log: Log | None = None, counts=None) -> dict:
+def standard_probe(job: EvalJob, train_set: EvalDataset, test_set: EvalDataset) -> dict:
     """The official protocol: augmented images through the frozen backbone, every epoch."""
+    cfg, backbone, acc, workers, log = job.cfg, job.backbone, job.accelerator, job.workers, job.log
     lin = cfg.linear
     if lin.batch_size % acc.num_processes:
         raise UsageError(f"linear.batch_size: {lin.batch_size} does not divide into "
@@ -217,8 +217,8 @@ def standard_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset
                         num_workers=workers,
                         generator=torch.Generator().manual_seed(cfg.train.seed),
                         pin_memory=torch.cuda.is_available())
-    head = make_head(backbone.dim, classes, cfg.train.seed)
-    opt = torch.optim.SGD(head.parameters(), lr=lr_at(lin, 0), momentum=0.9,
+    head = make_head(backbone.dim, job.classes, cfg.train.seed)
+    opt = torch.optim.SGD(head.parameters(), lr=probe_lr_at(lin, 0), momentum=0.9,
                           weight_decay=lin.weight_decay)
     backbone.to(acc.device)
     model, opt, loader = acc.prepare(head, opt, loader)  # DDP averages the head's gradients
@@ -227,11 +227,12 @@ def standard_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset
             loss = _standard_epoch(backbone, model, opt, loader, acc, cfg, epoch)
             _check_finite(loss, epoch)
             if log is not None:
-                log(f"epoch {epoch + 1}/{lin.epochs}  loss {loss:.4f}  lr {lr_at(lin, epoch):.4g}")
+                log(f"epoch {epoch + 1}/{lin.epochs}  loss {loss:.4f}  "
+                    f"lr {probe_lr_at(lin, epoch):.4g}")
     trained = time.time()
     test, test_y = _raw_features(cfg, backbone, acc, test_set, workers)
     with torch.no_grad():
-        row = test_row(acc.unwrap_model(model).cpu()(test), test_y, counts)
+        row = test_row(acc.unwrap_model(model).cpu()(test), test_y, job.counts)
     return {**row, "train_seconds": round(trained - start, 2),
             "extract_seconds": round(time.time() - trained, 2)}
 
@@ -241,7 +242,7 @@ def _standard_epoch(backbone: nn.Module, head: nn.Module, opt, loader, acc, cfg:
     """One pass over the augmented training set; the mean loss over all processes."""
     lin = cfg.linear
     for group in opt.param_groups:
-        group["lr"] = lr_at(lin, epoch)
+        group["lr"] = probe_lr_at(lin, epoch)
     loader.dataset.epoch = epoch  # read by the workers this iteration starts
     total = torch.zeros(2, device=acc.device)
     for images, labels, _ in loader:
@@ -259,13 +260,11 @@ def _standard_epoch(backbone: nn.Module, head: nn.Module, opt, loader, acc, cfg:
     return (total[0] / total[1].clamp(min=1)).item()
 
 
-def linear_probe(cfg: Config, backbone: nn.Module, acc, train_set: EvalDataset,
-                 test_set: EvalDataset, classes: int, workers: int = 0,
-                 log: Log | None = None, counts=None) -> dict:
+def linear_probe(job: EvalJob, train_set: EvalDataset, test_set: EvalDataset) -> dict:
     """linear.mode's probe, then the sanity check; {'linear_top1', 'linear_top5', ...};
-    with `counts` (images per class in the pretraining split) also per class and per group."""
-    before = snapshot(backbone)
-    probe = cached_probe if cfg.linear.mode == "cached" else standard_probe
-    row = probe(cfg, backbone, acc, train_set, test_set, classes, workers, log, counts)
-    check_unchanged(backbone, before)
+    with job.counts also per class and per group."""
+    before = snapshot(job.backbone)
+    probe = cached_probe if job.cfg.linear.mode == "cached" else standard_probe
+    row = probe(job, train_set, test_set)
+    check_unchanged(job.backbone, before)
     return row

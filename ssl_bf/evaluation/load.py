@@ -24,7 +24,7 @@ from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError
 from ssl_bf.methods.base import Method
 from ssl_bf.models.backbones import build_backbone
-from ssl_bf.rundir.checkpoint import MODEL, find_latest, load_safetensors
+from ssl_bf.rundir.checkpoint import MODEL, find_latest, load_safetensors, state_mismatch
 from ssl_bf.rundir.export import (
     BACKBONE_FILE,
     load_backbone_into,
@@ -97,18 +97,10 @@ def _run_dir(path: Path, rest: list[str]) -> EvalTarget:
 
 
 def _load_strict(backbone: nn.Module, state: dict, source: Path) -> None:
-    missing, unexpected = (set(backbone.state_dict()) - set(state),
-                           set(state) - set(backbone.state_dict()))
-    if missing or unexpected:
-        first = sorted(missing)[0] if missing else sorted(unexpected)[0]
-        raise UsageError(f"checkpoint {source} does not match the backbone: "
-                         f"{'missing' if missing else 'unexpected'} '{first}'")
-    try:
-        backbone.load_state_dict(state, strict=True)
-    except RuntimeError as err:  # shape mismatches
-        raise UsageError(f"checkpoint {source} does not match the backbone: "
-                         f"{' '.join(str(err).split())[:300]}") from None
-
+    mismatch = state_mismatch(backbone.state_dict(), state)
+    if mismatch:
+        raise UsageError(f"checkpoint {source} does not match the backbone: {mismatch}")
+    backbone.load_state_dict(state, strict=True)
 
 def _file(path: Path, rest: list[str]) -> EvalTarget:
     meta = read_metadata(path)
@@ -132,3 +124,17 @@ def _file(path: Path, rest: list[str]) -> EvalTarget:
     cfg = load_config([], base=tree)
     return EvalTarget(cfg, load_backbone_into(build_backbone(cfg.model, cfg.data.image_size), path),
                       str(path))
+
+
+def open_for_eval(argv: list[str]) -> tuple[EvalTarget, object, nn.Module]:
+    """What both evaluation CLIs start from: the target, its Accelerator (threads set), and
+    the backbone on the device in the memory format the run trained in."""
+    from ssl_bf.training.runtime import make_accelerator, set_threads
+
+    target = load_target(argv)
+    acc = make_accelerator(target.cfg)
+    set_threads(target.cfg, acc)
+    backbone = target.backbone.to(acc.device)
+    if target.cfg.train.channels_last:  # extract_features feeds NHWC images
+        backbone.to(memory_format=torch.channels_last)
+    return target, acc, backbone

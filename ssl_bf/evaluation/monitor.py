@@ -23,6 +23,7 @@ from ssl_bf.data.pipeline import EvalDataset, default_workers, pretrain_class_co
 from ssl_bf.errors import UsageError
 from ssl_bf.evaluation.features import eval_loader, extract_features
 from ssl_bf.evaluation.groups import group_fields, padded
+from ssl_bf.evaluation.job import EvalJob
 from ssl_bf.evaluation.knn import knn_classify, knn_metrics
 from ssl_bf.evaluation.splits import labelled_splits, num_classes
 from ssl_bf.training.runtime import local_processes
@@ -38,15 +39,16 @@ def knn_datasets(cfg: Config) -> tuple[EvalDataset, EvalDataset]:
     return bank, queries
 
 
-def knn_evaluate(cfg: Config, backbone: nn.Module, accelerator, loaders, classes: int,
-                 counts=None, names: list[str] | None = None, probe=None) -> dict:
-    """The metrics row (knn.knn_metrics + knn_seconds) for `backbone`, on every process;
-    with `counts` (images per class in the pretraining split) also top-1 per class and per
-    many / medium / few group at the last k (ssl_bf/evaluation/groups.py).
+def knn_evaluate(job: EvalJob, loaders, names: list[str] | None = None, probe=None) -> dict:
+    """The metrics row (knn.knn_metrics + knn_seconds) for the job's backbone, on every
+    process; with job.counts also top-1 per class and per many / medium / few group at the
+    last k (ssl_bf/evaluation/groups.py); `probe`: the online probe, scored on the queries.
 
     Features are extracted by every process; the search runs on the main one
     (the others would only repeat it) and its row is broadcast.
     """
+    cfg, backbone, accelerator, classes, counts = (job.cfg, job.backbone, job.accelerator,
+                                                   job.classes, job.counts)
     start = time.time()
     nhwc = cfg.train.channels_last
     bank, bank_y = extract_features(backbone, loaders[0], accelerator, channels_last=nhwc)
@@ -122,5 +124,5 @@ class KnnMonitor:
             self.loaders = tuple(eval_loader(ds, acc, self.cfg.knn.batch_size, workers)
                                  for ds in self.datasets)
         backbone = rank0_copy(end.backbone, acc)
-        return knn_evaluate(self.cfg, backbone, acc, self.loaders, self.classes, self.counts,
-                            self.names, end.probe)
+        job = EvalJob(self.cfg, backbone, acc, self.classes, self.counts)
+        return knn_evaluate(job, self.loaders, self.names, end.probe)

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bf.config.schema import BatchFormerConfig
-from ssl_bf.methods.base import Method, StepOutput, step_output
+from ssl_bf.methods.base import StepOutput, step_output
 from ssl_bf.methods.key_encoder import KeyEncoder, gather_keys
 from ssl_bf.methods.key_queue import KeyQueue
 from ssl_bf.methods.losses import chance_loss_queue, info_nce_queue
+from ssl_bf.methods.momentum import MomentumMethod
 from ssl_bf.methods.query_path import QueryPath, build_batchformer
 from ssl_bf.models.heads import mocov2_projector
 from ssl_bf.models.split_bn import convert_split_bn
@@ -40,7 +41,7 @@ class MoCoV2Settings:
     proj_bn: bool = False  # BatchNorm in the head (the BatchFormer authors' v2 head)
 
 
-class MoCoV2(Method):
+class MoCoV2(MomentumMethod):
     def __init__(self, backbone: nn.Module, settings: MoCoV2Settings = MoCoV2Settings(),
                  bf: BatchFormerConfig = BatchFormerConfig()):
         super().__init__()
@@ -62,17 +63,6 @@ class MoCoV2(Method):
         self.temperature, self.symmetric = s.temperature, s.symmetric
         self.bf_cfg = bf
 
-    @property
-    def backbone(self) -> nn.Module:
-        return self.query.backbone
-
-    @property
-    def batchformer(self) -> nn.Module | None:
-        return self.query.bf
-
-    def update_key_encoder(self, momentum: float) -> None:
-        self.key.update(self.query.backbone, self.query.projector, momentum)
-
     def chance_loss(self) -> float:
         return chance_loss_queue(self.queue.size) * (2 if self.symmetric else 1)
 
@@ -80,7 +70,7 @@ class MoCoV2(Method):
                    bf_on: bool):
         """Loss of each (query stream, key stream) pairing for queries x_q, keys x_k;
         negatives[t] are key stream t's (one tensor for every stream when shared)."""
-        key_bf = self.query.stream(bf_on) if self.bf_cfg.keys else None
+        key_bf = self.key_stream(bf_on)
         keys = self.key(x_k, key_bf, self.bf_cfg.position)
         queries = [F.normalize(s, dim=1) for s in self.query(x_q, bf_on)]
         losses = [[info_nce_queue(q, k, negatives[t], self.temperature) for t, k in enumerate(keys)]

@@ -16,9 +16,10 @@ from lightly.utils import dist
 from torch import nn
 
 from ssl_bf.config.schema import BatchFormerConfig
-from ssl_bf.methods.base import Method, StepOutput, step_output
+from ssl_bf.methods.base import StepOutput, step_output
 from ssl_bf.methods.key_encoder import KeyEncoder, gather_keys
 from ssl_bf.methods.losses import chance_loss_mocov3, mocov3_contrastive
+from ssl_bf.methods.momentum import MomentumMethod
 from ssl_bf.methods.query_path import QueryPath, build_batchformer
 from ssl_bf.models.heads import mocov3_predictor, mocov3_projector
 
@@ -34,7 +35,7 @@ class MoCoV3Settings:
     global_batch: int = 256  # keys per loss term (every process's), for the chance loss
 
 
-class MoCoV3(Method):
+class MoCoV3(MomentumMethod):
     def __init__(self, backbone: nn.Module, settings: MoCoV3Settings = MoCoV3Settings(),
                  bf: BatchFormerConfig = BatchFormerConfig()):
         super().__init__()
@@ -48,22 +49,11 @@ class MoCoV3(Method):
         self.temperature, self.global_batch = s.temperature, s.global_batch
         self.bf_cfg = bf
 
-    @property
-    def backbone(self) -> nn.Module:
-        return self.query.backbone
-
-    @property
-    def batchformer(self) -> nn.Module | None:
-        return self.query.bf
-
-    def update_key_encoder(self, momentum: float) -> None:
-        self.key.update(self.query.backbone, self.query.projector, momentum)
-
     def chance_loss(self) -> float:
         return chance_loss_mocov3(self.global_batch, self.temperature)
 
     def _keys(self, x: torch.Tensor, bf_on: bool) -> list[torch.Tensor]:
-        key_bf = self.query.stream(bf_on) if self.bf_cfg.keys else None
+        key_bf = self.key_stream(bf_on)
         return [gather_keys(k) for k in self.key(x, key_bf, self.bf_cfg.position)]
 
     def forward(self, views: Sequence[torch.Tensor], bf_on: bool = True) -> StepOutput:

@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.models import VisionTransformer
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from ssl_bf.config.derived import resnet_planes, vit_patch_size
+from ssl_bf.config.derived import cifar_stem, resnet_planes, vit_depth, vit_patch_size
 from ssl_bf.config.schema import ModelConfig
 
 RESNETS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet50": (Bottleneck, [3, 4, 6, 3])}
@@ -85,7 +85,7 @@ class ResNetTrunk(nn.Module):
 def build_vit(cfg: ModelConfig, image_size: int) -> VisionTransformer:
     hidden, heads, mlp = VITS[cfg.backbone]
     vit = VisionTransformer(image_size=image_size, patch_size=vit_patch_size(cfg, image_size),
-                            num_layers=cfg.vit_depth or 12, num_heads=heads,
+                            num_layers=vit_depth(cfg), num_heads=heads,
                             hidden_dim=hidden, mlp_dim=mlp)
     vit.heads = nn.Identity()  # forward then returns the class token after the last LN
     vit.dim = hidden
@@ -98,6 +98,6 @@ def build_backbone(cfg: ModelConfig, image_size: int) -> nn.Module:
     """A module with `.dim`, mapping (B, 3, S, S) images to (B, dim) features."""
     if cfg.backbone in RESNETS:
         block, layers = RESNETS[cfg.backbone]
-        cifar = cfg.cifar_stem if cfg.cifar_stem is not None else image_size <= 64
-        return ResNetTrunk(block, layers, cfg.width, cifar, cfg.zero_init_residual)
+        return ResNetTrunk(block, layers, cfg.width, cifar_stem(cfg, image_size),
+                           cfg.zero_init_residual)
     return build_vit(cfg, image_size)

@@ -142,6 +142,21 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     return model_state, optimizer_state, _trainer_state(path)
 
 
+def state_mismatch(own: dict, state: dict) -> str | None:
+    """The first way `state` does not fit a module whose state dict is `own` (a tensor
+    missing, one unexpected, one of another shape) and the counts, or None when it fits."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if not (missing or unexpected or wrong):
+        return None
+    first = (f"missing '{missing[0]}'" if missing else f"unexpected '{unexpected[0]}'" if unexpected
+             else f"'{wrong[0]}' is {tuple(state[wrong[0]].shape)} in the checkpoint, "
+                  f"{tuple(own[wrong[0]].shape)} here")
+    counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped"
+    return f"{first} ({counts})"
+
+
 def load_safetensors(path: str | os.PathLike) -> dict:
     try:
         return load_file(str(path))

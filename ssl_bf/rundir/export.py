@@ -13,10 +13,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ssl_bf.config.derived import vit_patch_size
+from ssl_bf.config.derived import cifar_stem, vit_depth, vit_patch_size
 from ssl_bf.config.schema import ModelConfig
 from ssl_bf.errors import UsageError
-from ssl_bf.rundir.checkpoint import load_safetensors
+from ssl_bf.rundir.checkpoint import load_safetensors, state_mismatch
 
 BACKBONE_FILE = "backbone.safetensors"
 
@@ -25,11 +25,10 @@ def backbone_metadata(model: ModelConfig, image_size: int) -> dict[str, str]:
     meta = {"format": "torchvision", "backbone": model.backbone, "width": str(model.width),
             "image_size": str(image_size)}
     if model.backbone.startswith("resnet"):
-        cifar = model.cifar_stem if model.cifar_stem is not None else image_size <= 64
-        meta["cifar_stem"] = str(cifar).lower()
+        meta["cifar_stem"] = str(cifar_stem(model, image_size)).lower()
     else:
         meta["patch_size"] = str(vit_patch_size(model, image_size))
-        meta["vit_depth"] = str(model.vit_depth or 12)
+        meta["vit_depth"] = str(vit_depth(model))
     return meta
 
 
@@ -68,18 +67,8 @@ def model_config_from_metadata(meta: dict[str, str]) -> tuple[ModelConfig, int]:
 def load_backbone_into(backbone: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load weights strictly; a mismatch is a usage error naming the first bad key."""
     state = load_safetensors(path)
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        first = (missing and f"missing '{missing[0]}'") \
-            or (unexpected and f"unexpected '{unexpected[0]}'") \
-            or (f"'{wrong[0]}' has shape {tuple(state[wrong[0]].shape)}, "
-                f"expected {tuple(own[wrong[0]].shape)}")
-        raise UsageError(f"checkpoint {path} does not match the backbone: {first} "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected, "
-                         f"{len(wrong)} mis-shaped)")
+    mismatch = state_mismatch(backbone.state_dict(), state)
+    if mismatch:
+        raise UsageError(f"checkpoint {path} does not match the backbone: {mismatch}")
     backbone.load_state_dict(state, strict=True)
     return backbone
-

@@ -13,9 +13,10 @@ import json
 import time
 from pathlib import Path
 
-from ssl_bf.config import read_saved_config, to_dict
+from ssl_bf.config import flatten, read_saved_config, to_dict
 from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError
+from ssl_bf.rundir.checkpoint import state_mismatch
 
 CHANGES_FILE = "config_changes.jsonl"
 
@@ -26,16 +27,6 @@ OBSERVING = ("train.epochs", "train.max_steps", "train.checkpoint_every", "train
              "data.root", "data.cache_gb", "knn.*", "linear.*", "log.*",
              "probe.*")  # the online probe observes: the backbone trains the same without it
 IGNORED = ("recipe", "train.resume", "train.allow_changes")  # about this launch, not the run
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def matches(key: str, patterns) -> bool:
@@ -101,15 +92,6 @@ def run_dir_of(checkpoint: Path) -> Path:
 
 def check_shapes(model_state: dict, own_state: dict, path: Path) -> None:
     """A checkpoint that does not fit the model: one line naming the first mismatch."""
-    for key in own_state:
-        if key not in model_state:
-            raise UsageError(f"train.resume: {path} does not fit this model: it has no tensor "
-                             f"'{key}'")
-    for key, tensor in model_state.items():
-        if key not in own_state:
-            raise UsageError(f"train.resume: {path} does not fit this model: unexpected tensor "
-                             f"'{key}'")
-        if tuple(tensor.shape) != tuple(own_state[key].shape):
-            raise UsageError(f"train.resume: {path} does not fit this model: '{key}' is "
-                             f"{tuple(tensor.shape)} in the checkpoint, "
-                             f"{tuple(own_state[key].shape)} here")
+    mismatch = state_mismatch(own_state, model_state)
+    if mismatch:
+        raise UsageError(f"train.resume: {path} does not fit this model: {mismatch}")

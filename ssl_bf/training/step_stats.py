@@ -15,6 +15,7 @@ KEYS = ("loss", "loss_plain", "loss_bf", "spread")
 class StepStats:
     def __init__(self, accelerator: Accelerator):
         self.acc = accelerator
+        self.has_bf = False  # a BatchFormer loss was seen (the row then carries loss_bf)
         self._reset()
 
     def _reset(self) -> None:
@@ -56,7 +57,7 @@ class StepStats:
         values = dict(zip(KEYS, means.tolist()))
         seconds = max(1e-9, time.time() - self.since)
         row = {"loss": values["loss"], "loss_plain": values["loss_plain"]}
-        if getattr(self, "has_bf", False):
+        if self.has_bf:
             row["loss_bf"] = values["loss_bf"]
         row["spread"] = values["spread"]
         row["samples_per_s"] = self.steps * global_batch / seconds

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from accelerate.utils import is_tensorboard_available, is_wandb_available
 
-from ssl_bf.config import to_dict
+from ssl_bf.config import flatten, to_dict
 from ssl_bf.config.schema import Config
 from ssl_bf.errors import UsageError
 
@@ -28,18 +28,8 @@ def check_tracker(cfg: Config) -> str | None:
 
 def flat_hparams(cfg: Config) -> dict:
     """{'train.lr': 0.3, 'knn.k': '[20, 200]', ...}: scalars only, as trackers want."""
-    out = {}
-
-    def walk(tree: dict, prefix: str) -> None:
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                out[prefix + key] = (value if isinstance(value, (int, float, str, bool))
-                                     else str(value))
-
-    walk(to_dict(cfg), "")
-    return out
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in flatten(to_dict(cfg)).items()}
 
 
 def start_trackers(accelerator, cfg: Config) -> None:
