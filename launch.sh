@@ -132,7 +132,9 @@ else
 fi
 
 total=$(( per_node * nnodes ))
-launch=(accelerate launch)
+# --quiet: no launcher traceback after a script's `error:` line (the status file below
+# keeps that line last and its exit status).
+launch=(accelerate launch --quiet)
 # --multi_gpu is accelerate's DDP launcher (torchrun): the only one that starts several
 # processes, also on CPU, where it uses gloo (--cpu --num_processes 2 starts ONE).
 if (( total > 1 )); then launch+=(--multi_gpu); fi
@@ -157,4 +159,32 @@ if (( dry_run )); then
     exit 0
 fi
 (( ${#envs[@]} == 0 )) || export "${envs[@]}"
-exec "${launch[@]}"
+# The scripts write "STATUS error: ..." here when they stop on an error (ssl_bf/errors.py):
+# accelerate turns every failure into status 1 and may print after the line, so it is said
+# again last, with the script's own status (2: bad input, 1: the run failed).
+status_file=$(mktemp "${TMPDIR:-/tmp}/ssl_bf_status.XXXXXX")
+trap 'rm -f "$status_file"' EXIT
+export SSL_BF_STATUS_FILE=$status_file
+# The launch runs in a process group of its own (set -m), so a terminal's Ctrl-C reaches this
+# script alone; a signal it gets (Ctrl-C, a scheduler's SIGTERM) is passed on once to the
+# training processes - accelerate's children - which finish the step, checkpoint and exit
+# (accelerate itself would kill them 5 s after a SIGTERM).
+set -m
+"${launch[@]}" &
+child=$!
+set +m
+forward() { pkill -"$1" -P "$child" 2> /dev/null || kill -s "$1" "$child" 2> /dev/null || true; }
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+set +e
+while true; do
+    wait "$child"
+    rc=$?
+    kill -0 "$child" 2> /dev/null || break   # else the wait was cut short by a signal
+done
+set -e
+if (( rc != 0 )) && [[ -s $status_file ]]; then
+    read -r rc message < "$status_file"
+    echo "$message" >&2
+fi
+exit "$rc"

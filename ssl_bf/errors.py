@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import sys
 from typing import Callable, Iterable, TypeVar
 
@@ -44,10 +45,27 @@ def exit_on_usage_error(main: Callable[..., R]) -> Callable[..., R]:
         try:
             return main(*args, **kwargs)
         except (UsageError, TrainingFailed) as err:
-            print(f"error: {one_line(str(err))}", file=sys.stderr, flush=True)
+            line = f"error: {one_line(str(err))}"
+            if not report_status(err.exit_code, line):
+                print(line, file=sys.stderr, flush=True)
             raise SystemExit(err.exit_code) from None
 
     return wrapped
+
+
+def report_status(code: int, line: str) -> bool:
+    """Under launch.sh (SSL_BF_STATUS_FILE set): the exit status and the error line go to that
+    file, and launch.sh prints the line after accelerate's own output, so the user reads the
+    cause last, with its status. False when there is no such file to write."""
+    path = os.environ.get("SSL_BF_STATUS_FILE")
+    if not path:
+        return False
+    try:
+        with open(path, "w") as f:
+            f.write(f"{code} {line}\n")
+    except OSError:
+        return False
+    return True
 
 
 def one_line(message: str) -> str:

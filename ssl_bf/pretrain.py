@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     from ssl_bf.training.engine import Trainer  # heavy imports after the config is known to be good
 
-    Trainer(cfg, monitors_for(cfg)).fit()
+    Trainer(cfg, monitors_for).fit()
     return 0
 
 

@@ -78,14 +78,14 @@ def parse(line: str) -> dict:
 def test_no_gpu_is_one_process_on_every_core(bin_dir):
     out = dry(bin_dir, "recipe=mocov3_bf", CUDA_VISIBLE_DEVICES="")
     assert out["line"] == (
-        f"OMP_NUM_THREADS={CORES} accelerate launch --num_processes 1 --num_machines 1 "
+        f"OMP_NUM_THREADS={CORES} accelerate launch --quiet --num_processes 1 --num_machines 1 "
         "--mixed_precision no --dynamo_backend no ./ssl_bf/pretrain.py recipe=mocov3_bf")
 
 
 def test_no_gpu_without_cuda_visible_devices_or_nvidia_smi(bin_dir):
     out = dry(bin_dir, "recipe=mocov3_bf")
     assert out["env"] == {"OMP_NUM_THREADS": str(CORES)}
-    assert out["opts"] == {"--num_processes": "1", "--num_machines": "1",
+    assert out["opts"] == {"--quiet": True, "--num_processes": "1", "--num_machines": "1",
                            "--mixed_precision": "no", "--dynamo_backend": "no"}
 
 
@@ -107,7 +107,7 @@ def test_nproc_above_core_count_keeps_one_thread(bin_dir):
 
 def test_one_gpu(bin_dir):
     out = dry(bin_dir, "recipe=mocov3_bf", CUDA_VISIBLE_DEVICES="3")
-    assert out["line"] == ("accelerate launch --num_processes 1 --num_machines 1 "
+    assert out["line"] == ("accelerate launch --quiet --num_processes 1 --num_machines 1 "
                            "--dynamo_backend no ./ssl_bf/pretrain.py recipe=mocov3_bf")
 
 
@@ -115,7 +115,8 @@ def test_one_gpu(bin_dir):
 def test_eight_gpus(bin_dir, env):
     out = dry(bin_dir, "recipe=mocov3_bf", **env)
     assert out["env"] == {}                          # threads are left to accelerate/the code
-    assert out["opts"] == {"--multi_gpu": True, "--num_processes": "8", "--num_machines": "1",
+    assert out["opts"] == {"--quiet": True, "--multi_gpu": True, "--num_processes": "8",
+                           "--num_machines": "1",
                            "--dynamo_backend": "no"}
     assert "--mixed_precision" not in out["opts"]   # train.precision decides
 
@@ -162,7 +163,8 @@ def test_master_port_on_one_machine(bin_dir):
 def test_two_nodes_of_eight_gpus(bin_dir):
     out = dry(bin_dir, "recipe=mocov3_bf", NUM_GPUS="8", NNODES="2", NODE_RANK="1",
               MASTER_ADDR="10.1.2.3", MASTER_PORT="29600")
-    assert out["opts"] == {"--multi_gpu": True, "--num_processes": "16", "--num_machines": "2",
+    assert out["opts"] == {"--quiet": True, "--multi_gpu": True, "--num_processes": "16",
+                           "--num_machines": "2",
                            "--machine_rank": "1", "--main_process_ip": "10.1.2.3",
                            "--main_process_port": "29600", "--dynamo_backend": "no"}
     assert out["script"] == "./ssl_bf/pretrain.py"
@@ -183,7 +185,8 @@ SLURM = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_NODEID": "1",
 
 def test_slurm_two_nodes(bin_dir):
     out = dry(bin_dir, "recipe=mocov3_bf", **SLURM)
-    assert out["opts"] == {"--multi_gpu": True, "--num_processes": "8", "--num_machines": "2",
+    assert out["opts"] == {"--quiet": True, "--multi_gpu": True, "--num_processes": "8",
+                           "--num_machines": "2",
                            "--machine_rank": "1", "--main_process_ip": "gpu03",
                            "--main_process_port": "29500", "--dynamo_backend": "no"}
     assert out["args"] == ["recipe=mocov3_bf"]
@@ -224,7 +227,8 @@ def test_slurm_explicit_variables_win(bin_dir):
 
 def test_slurm_single_node_is_a_local_launch(bin_dir):
     out = dry(bin_dir, **{**SLURM, "SLURM_NNODES": "1", "SLURM_NODEID": "0"})
-    assert out["opts"] == {"--multi_gpu": True, "--num_processes": "4", "--num_machines": "1",
+    assert out["opts"] == {"--quiet": True, "--multi_gpu": True, "--num_processes": "4",
+                           "--num_machines": "1",
                            "--dynamo_backend": "no"}
 
 

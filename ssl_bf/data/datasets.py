@@ -47,6 +47,24 @@ def open_split(cfg: DataConfig, split: str) -> ImageSource:
         f"{HOW_TO}")
 
 
+def fetch(cfg: DataConfig) -> None:
+    """Download and extract the data set into data.root unless it is there (data.download;
+    an ImageFolder tree already there is used as it is). One process per root should call
+    this (training/runtime.py's fetch_once) before any opens the data."""
+    root = Path(cfg.root).expanduser()
+    if not cfg.download or cfg.dataset not in TORCHVISION_CLASSES or _tree_dir(root, "train"):
+        return
+    cls = TORCHVISION_CLASSES[cfg.dataset]
+    try:
+        if cfg.dataset == "stl10":
+            cls(str(root), split="train", download=True)
+        else:
+            cls(str(root), train=True, download=True)  # the one archive holds both splits
+    except (RuntimeError, OSError) as err:  # no network, a corrupt archive, no space
+        raise UsageError(f"data.download: cannot fetch {cfg.dataset} into {root}: "
+                         f"{str(err).splitlines()[0]}") from None
+
+
 def _tree_dir(root: Path, split: str) -> Path | None:
     name = {"pretrain": "train", "train": "train", "test": "test"}[split]
     candidates = [root / name] + ([root / "val"] if split == "test" else [])

@@ -11,6 +11,7 @@ and after a resume in mid-epoch.
 """
 from __future__ import annotations
 
+import signal
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -89,6 +90,13 @@ def batched_views(cfg: Config) -> BatchedViews:
     return BatchedViews.from_lightly(transform, cfg.train.seed)
 
 
+def ignore_stop_signals(_worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group: the loader workers leave SIGINT to the training
+    process, which finishes its step, checkpoints and ends them (training/stop_signals.py).
+    SIGTERM keeps its default: multiprocessing ends daemonic workers with it at exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class PretrainInput:
     """This process's pretraining input: `epoch(e, step)` iterates its micro-batches from
     that step of epoch e; `views(batch)` makes the step's views on `device`."""
@@ -110,7 +118,8 @@ class PretrainInput:
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
                                  pin_memory=torch.cuda.is_available(),
                                  persistent_workers=workers > 0,
-                                 prefetch_factor=4 if workers > 0 else None)
+                                 prefetch_factor=4 if workers > 0 else None,
+                                 worker_init_fn=ignore_stop_signals)
 
     def epoch(self, epoch: int, step: int = 0) -> Iterator[Batch]:
         self.sampler.set_epoch(epoch, step)

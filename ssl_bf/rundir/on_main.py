@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 
 from ssl_bf.errors import TrainingFailed, UsageError
 
@@ -34,3 +34,23 @@ def on_main(accelerator, action: Callable[[], T]) -> T:
     if outcome[0] is not None:
         raise ERRORS[outcome[0]](outcome[1])
     return outcome[1]
+
+
+def on_each_node(accelerator, action: Callable[[], None]) -> None:
+    """`action()` on the main process, then on the first process of every other node (for
+    what lives on node-local disks: a no-op there when the main process already did it on
+    shared storage); every process raises the first error any of them met."""
+    on_main(accelerator, action)
+    if accelerator.num_processes == 1:
+        return
+    outcome: list = [None, None]
+    if accelerator.is_local_main_process and not accelerator.is_main_process:
+        try:
+            action()
+        except UsageError as err:
+            outcome = ["usage", str(err)]
+        except TrainingFailed as err:
+            outcome = ["failed", str(err)]
+    failed = [o for o in gather_object([outcome]) if o[0] is not None]
+    if failed:
+        raise ERRORS[failed[0][0]](failed[0][1])

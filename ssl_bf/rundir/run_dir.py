@@ -13,6 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import Callable
 
+from accelerate.utils import gather_object
 from safetensors import SafetensorError
 from torch import nn
 
@@ -73,12 +74,15 @@ class RunDir:
         return str(path), checkpoint_step(path), check_resume(self.cfg, run_dir_of(path))
 
     def check_loaded(self, step: int) -> None:
-        """Every process loaded the checkpoint the main process chose."""
-        if step != self.resume_step:
-            raise UsageError(f"train.resume: process {self.acc.process_index} read step {step} "
-                             f"from {self.resume_from}, the main process step "
+        """Every process loaded the step the main process chose, or every process stops."""
+        steps = gather_object([step]) if self.acc.num_processes > 1 else [step]
+        wrong = [(rank, s) for rank, s in enumerate(steps) if s != self.resume_step]
+        if wrong:
+            rank, read = wrong[0]
+            raise UsageError(f"train.resume: process {rank} read step {read} from "
+                             f"{self.resume_from}, the main process chose step "
                              f"{self.resume_step}; the processes see different files there "
-                             "(node-local copies?)")
+                             "(node-local copies, or a stale cache of shared storage)")
 
     def begin(self, header: str, step: int) -> None:
         """config.yaml (headed by `header`), the resume's changes, the log cut back to `step`."""

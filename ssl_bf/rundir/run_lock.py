@@ -6,7 +6,9 @@ start time and command. A second launch finds it and stops with one `error:` lin
 naming the holder. A lock left by a process that is gone - killed, or its machine
 rebooted with the pid unused - is taken over with a warning when the holder was on
 this host (its pid is checked); a holder on another host cannot be checked from here,
-so the message says to delete the file once that run is known to be gone. The other
+so the message says to delete the file once that run is known to be gone - unless it was
+written by this same SLURM job (a requeue keeps SLURM_JOB_ID; the nodes may be others): that
+lock is taken over with a warning naming the old holder. The other
 processes of a multi-process run take no lock: they learn the main process's outcome
 (rundir/run_dir.py) and fail with it.
 """
@@ -42,9 +44,16 @@ def read_holder(path: Path) -> dict | None:
         return None  # vanished, or cut short by a crash while it was written
 
 
+def scheduler_job() -> str | None:
+    """This launch's job id where a scheduler keeps it across a requeue: SLURM's SLURM_JOB_ID
+    (the only scheduler supported here; a requeued SLURM job keeps its id)."""
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
 def describe(holder: dict) -> str:
-    return (f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('started')} "
-            f"({holder.get('command', '?')})")
+    job = f", SLURM job {holder['job']}" if holder.get("job") else ""
+    return (f"pid {holder.get('pid')} on host {holder.get('host')}{job} since "
+            f"{holder.get('started')} ({holder.get('command', '?')})")
 
 
 class RunLock:
@@ -65,11 +74,13 @@ class RunLock:
                 atexit.register(self.release)
                 return warning
             holder = read_holder(self.path)
-            if holder is not None and not self._stale(holder):
+            requeued = holder is not None and self._requeued(holder)
+            if holder is not None and not self._stale(holder) and not requeued:
                 raise UsageError(f"train.output_dir: {self.path.parent} is in use by "
                                  f"{describe(holder)}; wait for that run, choose another "
                                  f"train.output_dir, or delete {self.path} if that run is gone")
-            warning = (f"warning: taking over the lock of a run that is gone "
+            warning = (f"warning: taking over the lock of "
+                       f"{'this requeued job' if requeued else 'a run that is gone'} "
                        f"({describe(holder) if holder else 'unreadable lock file'})")
             self.path.unlink(missing_ok=True)
         raise UsageError(f"train.output_dir: could not take {self.path}: other launches keep "
@@ -81,10 +92,21 @@ class RunLock:
         except FileExistsError:
             return False
         holder = {"host": socket.gethostname(), "pid": os.getpid(),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
+                  "job": scheduler_job()}
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(holder))
         return True
+
+    @staticmethod
+    def _requeued(holder: dict) -> bool:
+        """Written by an earlier launch of this very scheduler job (a requeue after a node
+        failed or the job was preempted), unless that launch still runs here."""
+        job = scheduler_job()
+        if job is None or holder.get("job") != job:
+            return False
+        same_host = holder.get("host") == socket.gethostname()
+        return not (same_host and pid_alive(int(holder.get("pid", -1))))
 
     @staticmethod
     def _stale(holder: dict) -> bool:

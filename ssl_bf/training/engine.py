@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -24,9 +24,11 @@ from ssl_bf.methods import build_method
 from ssl_bf.rundir.run_dir import RunDir
 from ssl_bf.training.collapse import CollapseWatch
 from ssl_bf.training.console import Console
+from ssl_bf.training.monitors import EpochEnd, Monitor
 from ssl_bf.training.online_probe import online_probe
 from ssl_bf.training.optim import build_optimizer
 from ssl_bf.training.runtime import (
+    fetch_once,
     local_processes,
     make_accelerator,
     seed_step,
@@ -41,30 +43,19 @@ from ssl_bf.training.stop_signals import StopSignals
 from ssl_bf.training.trackers import log_row, start_trackers
 
 
-@dataclass(frozen=True)
-class EpochEnd:
-    """What a monitor is given at an epoch end (on every process)."""
-    epoch: int  # epochs done
-    step: int  # optimizer steps done
-    last: bool  # training ends here (the last epoch, or train.max_steps reached)
-    backbone: torch.nn.Module  # the training backbone, unwrapped (this process's copy)
-    accelerator: object
-    probe: object = None  # the OnlineProbe (probe.online), or None
-
-
-# A monitor runs at epoch ends on every process: EpochEnd -> metrics or None.
-Monitor = Callable[[EpochEnd], "dict | None"]
-
-
 class Trainer:
-    def __init__(self, cfg: Config, monitors: tuple[Monitor, ...] = ()):
-        self.cfg, self.monitors = cfg, monitors
+    def __init__(self, cfg: Config,
+                 monitors: Callable[[Config], tuple[Monitor, ...]] = lambda cfg: ()):
+        """`monitors` builds the epoch-end monitors once the data is there (data.download)."""
+        self.cfg = cfg
         self.acc = make_accelerator(cfg, find_unused=cfg.bf.enabled and cfg.bf.start_epoch > 0,
                                     trackers=True)
         self.console = Console(self.acc.is_main_process)
         self.run = RunDir(cfg, self.acc, self.console.say)  # locked, resume point checked
         set_threads(cfg, self.acc)
         warn_slow_bf16(cfg, self.acc)
+        fetch_once(cfg, self.acc)
+        self.monitors = monitors(cfg)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.source = build_source(cfg.data, "pretrain", cfg.data.subset, cfg.data.imbalance)
         self.plan = make_plan(cfg, self.world, len(self.source))

@@ -10,8 +10,10 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 
 from ssl_bf.config.schema import Config
 from ssl_bf.data.counter_rng import mix_seed
+from ssl_bf.data.datasets import fetch
 from ssl_bf.data.images import cpu_threads
 from ssl_bf.errors import UsageError
+from ssl_bf.rundir.on_main import on_each_node
 from ssl_bf.training.trackers import check_tracker
 
 # accelerate >= 1.13 deprecates broadcast_buffers but itself advises keeping it
@@ -83,3 +85,11 @@ def seed_step(seed: int, step: int, rank: int) -> None:
     uninterrupted one did - no RNG state has to be saved or unpickled.
     """
     torch.manual_seed(mix_seed(seed, step, rank) & 0x7FFFFFFFFFFFFFFF)
+
+
+def fetch_once(cfg: Config, accelerator) -> None:
+    """data.download for a launch of any size: the main process fetches while the others
+    wait (then the first process of each other node, for node-local roots); nobody opens the
+    data before that."""
+    if cfg.data.download:
+        on_each_node(accelerator, lambda: fetch(cfg.data))
