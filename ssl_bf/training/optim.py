@@ -11,11 +11,11 @@ parameters (the key encoder, a fixed BatchFormer) are left out.
 from __future__ import annotations
 
 import torch
-from lightly.utils.lars import LARS
 
 from ssl_bf.config.derived import scaled_lr
 from ssl_bf.config.schema import Config
 from ssl_bf.methods.base import Method
+from ssl_bf.training.lars import LARS
 
 # (role, exempt from weight decay and LARS scaling) -> the optimizer group
 GROUP = {("encoder", False): "weights", ("encoder", True): "norm_bias",
@@ -44,8 +44,8 @@ def build_optimizer(cfg: Config, method: Method) -> torch.optim.Optimizer:
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay)
     if t.optimizer == "lars":
-        # lightly's LARS skips trust-ratio scaling for groups with weight_decay 0,
-        # which is MoCo-v3's exclusion of BN and bias parameters.
+        # lightly's LARS update, sync-free (training/lars.py); groups with weight_decay 0
+        # skip trust-ratio scaling, which is MoCo-v3's exclusion of BN and bias parameters.
         return LARS(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay,
                     trust_coefficient=t.lars_eta)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
