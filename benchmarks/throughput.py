@@ -11,13 +11,14 @@ alternation (ABC..CBA.., so a drift in machine load hits all of them alike);
 figures are medians over repeats.
 
     python benchmarks/throughput.py --width 0.25 --repeats 15        # CPU, fp32
-    python benchmarks/throughput.py --methods lightly,mocov2,mocov2+nochecks+foreach --profile
+    python benchmarks/throughput.py --methods mocov3,mocov3+lightly_lars+check_each_step --profile
 
 Variant names: `lightly`, `backbone` (the backbone's own forward+backward over
 both views, no heads, loss or update: the reference for MFU), or a recipe
 (mocov2, mocov3, mocov2_bf, mocov3_bf) written RECIPE[:key=value...][+patch...]:
 overrides for that variant only (`mocov2:train.channels_last=true`) and patches
-that emulate a proposed change to ssl_bf without editing it (see PATCHES).
+that put back an earlier version of part of ssl_bf's step (see PATCHES), for ratios
+measured side by side.
 --channels-last / --compile apply to every variant, the lightly loop included; without
 --channels-last ssl_bf runs as configured (train.channels_last, true by default) and the
 lightly loop in NCHW, as lightly's example does.
@@ -51,61 +52,23 @@ from ssl_bf.training.step_stats import StepStats
 DEFAULT_METHODS = "lightly,mocov2,mocov2_bf,mocov3,mocov3_bf,backbone"
 
 
-# --- proposed changes, emulated here (ssl_bf itself is not edited) ---------------
+# --- earlier versions of ssl_bf's step, for side-by-side ratios ----------------------
 
-class ForeachLARS(torch.optim.Optimizer):
-    """lightly's LARS update (same formula, same exclusions) in foreach ops, with no
-    host sync: lightly's loop tests `p_norm != 0` per parameter, a GPU->CPU sync each."""
+def lightly_lars_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """build_optimizer as it was before training/lars.py: lightly's LARS, which compares
+    each tensor's norms on the host (2 syncs a tensor); SGD and AdamW as built today."""
+    from lightly.utils.lars import LARS as LightlyLARS
 
-    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,
-                 eps=1e-8):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      trust_coefficient=trust_coefficient, eps=eps))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            d = [p.grad for p in params]
-            wd = group["weight_decay"]
-            if wd != 0:  # groups with wd 0 (BN, biases) take plain SGD steps, as in lightly
-                p_n = torch.stack(torch._foreach_norm(params))
-                g_n = torch.stack(torch._foreach_norm(d))
-                ok = (p_n != 0) & (g_n != 0)
-                scale = torch.where(
-                    ok, group["trust_coefficient"] * p_n / (g_n + p_n * wd + group["eps"]), 1.0)
-                decay = torch._foreach_mul(params, list(torch.where(ok, wd, 0.0).unbind()))
-                d = torch._foreach_mul(torch._foreach_add(d, decay), list(scale.unbind()))
-            bufs = [self.state[p].get("momentum_buffer") for p in params]
-            if any(b is None for b in bufs):
-                bufs = [x.clone() for x in d]
-                for p, b in zip(params, bufs):
-                    self.state[p]["momentum_buffer"] = b
-            else:
-                torch._foreach_mul_(bufs, group["momentum"])
-                torch._foreach_add_(bufs, d)
-            torch._foreach_add_(params, bufs, alpha=-group["lr"])
-
-
-def foreach_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """ssl_bf.training.optim.build_optimizer with foreach kernels (torch picks the per-tensor
-    loop on CPU)."""
-    t, groups, lr = cfg.train, param_groups(cfg, model), scaled_lr(cfg)
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay,
-                               foreach=True)
-    if t.optimizer == "lars":
-        return ForeachLARS(groups, lr=lr, momentum=t.sgd_momentum, weight_decay=t.weight_decay,
-                           trust_coefficient=t.lars_eta)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
-                             foreach=True)
+    t = cfg.train
+    if t.optimizer != "lars":
+        return build_optimizer(cfg, model)
+    return LightlyLARS(param_groups(cfg, model), lr=scaled_lr(cfg), momentum=t.sgd_momentum,
+                       weight_decay=t.weight_decay, trust_coefficient=t.lars_eta)
 
 
 PATCHES = {
-    "nochecks": "skip StepStats.flags (per-step .item() syncs and the gradient-norm check)",
-    "foreach": "foreach optimizer kernels: SGD(foreach=True), a sync-free foreach LARS",
+    "lightly_lars": "lightly's LARS (host syncs per tensor), as before training/lars.py",
+    "check_each_step": "read the finiteness and stop flags every step (train.check_every=1)",
 }
 
 
@@ -135,11 +98,11 @@ class SslStep:
         method = build_method(cfg, acc.num_processes)
         if cfg.train.channels_last:
             method.to(memory_format=torch.channels_last)
-        make = foreach_optimizer if "foreach" in patches else build_optimizer
+        make = lightly_lars_optimizer if "lightly_lars" in patches else build_optimizer
         model, optimizer = acc.prepare(method, make(cfg, method))
         trainable = [p for p in method.parameters() if p.requires_grad]
-        self.step = OptimizerStep(model, method, acc, optimizer, StepStats(acc), trainable,
-                                  check="nochecks" not in patches)
+        self.step = OptimizerStep(model, method, acc, optimizer, StepStats(acc), trainable)
+        self.check_every = 1 if "check_each_step" in patches else cfg.train.check_every
         self.x1, self.x2 = x1, x2
         self.i, self.total = 0, 10_000
 
@@ -158,7 +121,8 @@ class SslStep:
         seed_step(cfg.train.seed, self.i, self.acc.process_index)
         self.step([self.inputs()], 1, lr=lr_at(i, self.total, 0, scaled_lr(cfg)),
                   momentum=momentum_at(i + 1, self.total, cfg.method.momentum,
-                                       cfg.method.momentum_end))
+                                       cfg.method.momentum_end),
+                  step=self.i + 1, check=(self.i + 1) % self.check_every == 0)
         self.i += 1
 
 
@@ -231,7 +195,8 @@ class BackboneStep:
 
 
 def parse_spec(spec: str) -> tuple[str, list[str], set[str]]:
-    """'mocov2:method.bn_splits=1+nochecks' -> ('mocov2', ['method.bn_splits=1'], {'nochecks'})."""
+    """'mocov2:method.bn_splits=1+check_each_step'
+    -> ('mocov2', ['method.bn_splits=1'], {'check_each_step'})."""
     head, *patches = spec.split("+")
     recipe, *overrides = head.split(":")
     unknown = set(patches) - set(PATCHES)

@@ -56,6 +56,7 @@ INVALID = {
     "train.checkpoint_every": ("-5", "at least 0"),
     "train.keep_checkpoints": ("0", "at least 1"),
     "train.log_every": ("0", "at least 1"),
+    "train.check_every": ("0", "at least 1"),
     "train.threads": ("0", "at least 1"),
     "knn.every": ("-1", "at least 0"),
     "knn.k": ("[20,0]", "every item must be at least 1"),

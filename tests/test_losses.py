@@ -86,3 +86,19 @@ def test_info_nce_equals_lightlys_memory_bank_loss():
     theirs = NTXentLoss(temperature=0.2, memory_bank_size=(64, 16))
     theirs.memory_bank.bank.copy_(queue)  # stored (K, d); handed out transposed
     assert torch.allclose(info_nce_queue(q, k, queue, 0.2), theirs(q, k), atol=1e-6)
+
+
+def test_losses_stay_in_fp32_under_bf16_autocast():
+    """Autocast recasts `@` to bf16 even on float32 inputs; the losses switch it off, so
+    under CPU bf16 autocast they equal the fp32 reference (bf16 logits would be ~1e-3 off)."""
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(64, 128, generator=g), dim=1)
+    k = F.normalize(torch.randn(64, 128, generator=g), dim=1)
+    queue = F.normalize(torch.randn(4096, 128, generator=g), dim=1)
+    reference = (info_nce_queue(q, k, queue, 0.1), mocov3_contrastive(q, k, 0, 0.2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (q @ queue.T).dtype == torch.bfloat16  # what the losses must not do
+        mixed = (info_nce_queue(q, k, queue, 0.1), mocov3_contrastive(q, k, 0, 0.2))
+    for ours, ref in zip(mixed, reference):
+        assert ours.dtype == torch.float32
+        assert torch.allclose(ours, ref, rtol=1e-6, atol=0)

@@ -83,6 +83,7 @@ RANGES: dict[str, Range] = {
     "train.checkpoint_every": NON_NEGATIVE,
     "train.keep_checkpoints": COUNT,
     "train.log_every": COUNT,
+    "train.check_every": COUNT,
     "train.threads": COUNT,
     "knn.every": NON_NEGATIVE,
     "knn.k": COUNT,  # each

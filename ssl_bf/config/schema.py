@@ -135,10 +135,23 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between extra checkpoints (0 = epoch ends only)
     keep_checkpoints: int = 2
     log_every: int = 10
+    # Steps between reads of the device's flags (non-finite losses or gradients, a stop
+    # signal): a step in between never waits on the GPU (training/step_stats.py). A read
+    # drains the GPU's queue, which then idles while the host queues the next step's
+    # kernels - a few ms, under 1% of 10 steps of >= 100 ms; a stop signal or a non-finite
+    # value is then acted on within 10 steps, and a checkpoint always checks first.
+    check_every: int = 10
     # NHWC activations: faster steps on CPUs (benchmarks/BENCHMARKS.md §1) and what
     # tensor-core convolutions want on GPUs.
     channels_last: bool = True
     compile: bool = False
+    # CUDA only. cudnn.benchmark: the shapes of a run are fixed, so cuDNN's autotuner picks the
+    # fastest convolution once (PyTorch's "Performance Tuning Guide"); tf32: fp32 matmuls and
+    # convolutions on Ampere+ tensor cores (10-bit mantissa inputs, fp32 accumulation), as
+    # most SSL codes train. Set false for bit-reproducible fp32 (with
+    # torch.use_deterministic_algorithms in your own script).
+    cudnn_benchmark: bool = True
+    tf32: bool = True
     threads: Optional[int] = None  # null = every core this process may use
     on_nan: Literal["stop", "skip"] = "stop"
 

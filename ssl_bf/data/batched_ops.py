@@ -24,11 +24,13 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, size_in: int,
     the weights of each output renormalised over the pixels inside the crop - what
     torchvision's resized_crop(..., BILINEAR, antialias=True) computes per axis.
     """
+    dev = start.device  # built where the crop boxes are: the training device
     scale = (length.double() / size_out)[:, None, None]
     centre = (start.double()[:, None, None]
-              + (torch.arange(size_out, dtype=torch.float64)[None, :, None] + 0.5) * scale)
+              + (torch.arange(size_out, dtype=torch.float64, device=dev)[None, :, None] + 0.5)
+              * scale)
     support = scale.clamp(min=1.0)
-    x = torch.arange(size_in, dtype=torch.float64)[None, None, :]
+    x = torch.arange(size_in, dtype=torch.float64, device=dev)[None, None, :]
     w = (1.0 - (x + 0.5 - centre).abs() / support).clamp(min=0.0)
     inside = (x >= start[:, None, None]) & (x < (start + length)[:, None, None])
     w = w * inside
@@ -41,9 +43,9 @@ def resized_crop(images: torch.Tensor, top, left, height, width, flip, size: int
     Separable: out = Wy · image · Wxᵀ per image and channel, two batched matmuls.
     """
     _, _, h_in, w_in = images.shape
-    wy = resize_weights(top, height, h_in, size).to(images.device)
+    wy = resize_weights(top, height, h_in, size)
     wx = resize_weights(left, width, w_in, size)
-    wx = torch.where(flip[:, None, None], wx.flip(1), wx).to(images.device)
+    wx = torch.where(flip[:, None, None], wx.flip(1), wx)
     rows = torch.einsum("boh,bchw->bcow", wy, images)
     return torch.einsum("bcow,bpw->bcop", rows, wx)
 
@@ -84,7 +86,7 @@ def hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     h = torch.where(chroma > 0, h, torch.zeros_like(h))
     h = torch.remainder(h / 6.0 + shift.view(-1, 1, 1), 1.0)
     # back to RGB: channel n takes v - v·s·clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6
-    n = torch.tensor([5.0, 3.0, 1.0], device=images.device).view(1, 3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=images.device).view(1, 3, 1, 1)  # 5, 3, 1
     k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
     return (value.unsqueeze(1) * (1.0 - sat.unsqueeze(1) * ramp)).clamp(0.0, 1.0)
@@ -93,14 +95,15 @@ def hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 JITTER_OPS = (brightness, contrast, saturation, hue)
 
 
-def colour_jitter(images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """torchvision ColorJitter with per-image factors (B, 4) and op order (B, 4)."""
-    out = images.clone()
+def colour_jitter(images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
+                  apply: torch.Tensor) -> torch.Tensor:
+    """torchvision ColorJitter with per-image factors (B, 4) and op order (B, 4), on the
+    images where `apply` (B,) is true."""
+    out = images
     for position in range(4):
         for op_id, op in enumerate(JITTER_OPS):
-            rows = (order[:, position] == op_id).nonzero().squeeze(1)
-            if len(rows):
-                out[rows] = op(out[rows], factors[rows, op_id].to(images.device))
+            rows = apply & (order[:, position] == op_id)
+            out = where_rows(rows, op, out, factors[:, op_id])
     return out
 
 
@@ -130,10 +133,31 @@ def solarize(images: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def where_rows(mask: torch.Tensor, fn, images: torch.Tensor, *args) -> torch.Tensor:
-    """fn applied to the rows of `images` where mask is true (per-row args sliced alike)."""
-    rows = mask.nonzero().squeeze(1)
-    if len(rows) == 0:
-        return images
-    out = images.clone()
-    out[rows] = fn(images[rows], *[a[rows] if torch.is_tensor(a) else a for a in args])
-    return out
+    """fn applied to the rows of `images` where mask is true (per-row args alike).
+
+    On a CPU only those rows are computed (finding them reads the mask, which costs nothing
+    there). Elsewhere every row is computed and the mask selects: reading it would make the
+    host wait for the GPU. Each row's value is the same either way (tests/test_gpu_step.py)."""
+    if images.device.type == "cpu" and not MASKED_ON_CPU:
+        rows = mask.nonzero().squeeze(1)
+        if len(rows) == 0:
+            return images
+        out = images.clone()
+        out[rows] = fn(images[rows], *[a[rows] if torch.is_tensor(a) else a for a in args])
+        return out
+    return torch.where(mask.view(-1, 1, 1, 1), fn(images, *args), images)
+
+
+MASKED_ON_CPU = False  # tests set it to compare the two ways on one device
+
+
+def normalise(images: torch.Tensor, mean: tuple[float, ...],
+              std: tuple[float, ...]) -> torch.Tensor:
+    """(x - mean) / std per channel; the constants are filled on the device, not copied there
+    from the host (a copy from pageable memory waits for the GPU)."""
+    m = torch.empty(1, 3, 1, 1, device=images.device)
+    s = torch.empty(1, 3, 1, 1, device=images.device)
+    for c in range(3):
+        m[:, c].fill_(mean[c])
+        s[:, c].fill_(std[c])
+    return (images - m) / s

@@ -9,7 +9,6 @@ the number of processes or a resume.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
@@ -21,25 +20,28 @@ from ssl_bf.data.view_params import DRAWS, ViewParams, ViewSpec, sample_params, 
 def view_params(spec: ViewSpec, seed: int, epoch: int, view: int, index: torch.Tensor,
                 height: int, width: int) -> ViewParams:
     """The parameters of view `view` of the images `index` (a pure function of its inputs)."""
-    u = uniforms(stream_base(seed, epoch, view), index.cpu().numpy(), DRAWS)
-    n = len(u)
-    return sample_params(spec, u, np.full(n, height), np.full(n, width))
+    u = uniforms(stream_base(seed, epoch, view), index, DRAWS)
+    size = torch.full((len(u),), height, dtype=torch.long, device=u.device)
+    return sample_params(spec, u, size, size if width == height else torch.full_like(size, width))
 
 
-def apply_view(images: torch.Tensor, p: ViewParams, spec: ViewSpec) -> torch.Tensor:
-    """uint8 or [0, 1] float (B, 3, H, W) -> the normalised float (B, 3, size, size) view."""
+def apply_view(images: torch.Tensor, p: ViewParams, spec: ViewSpec,
+               cropped: bool = False) -> torch.Tensor:
+    """uint8 or [0, 1] float (B, 3, H, W) -> the normalised float (B, 3, size, size) view;
+    `cropped`: the images are already each view's crop (crop_views)."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    dev = x.device
-    x = ops.resized_crop(x, p.top, p.left, p.height, p.width, p.flip, spec.size)
-    x = ops.where_rows(p.jitter.to(dev), ops.colour_jitter, x, p.factors.to(dev), p.order.to(dev))
-    x = ops.where_rows(p.grey.to(dev), lambda t: ops.grey(t).expand(-1, 3, -1, -1), x)
+    if cropped:  # the crop was cut in the loader: only the flip is left (the resize would be
+        # the identity)
+        x = torch.where(p.flip.view(-1, 1, 1, 1), x.flip(3), x)
+    else:
+        x = ops.resized_crop(x, p.top, p.left, p.height, p.width, p.flip, spec.size)
+    x = ops.colour_jitter(x, p.factors, p.order, p.jitter)
+    x = ops.where_rows(p.grey, lambda t: ops.grey(t).expand(-1, 3, -1, -1), x)
     if spec.blur_p > 0:
         kernel = ops.blur_kernel_size(spec.sigmas[1], spec.size)
-        x = ops.where_rows(p.blur.to(dev), ops.gaussian_blur, x, p.sigma.to(dev), kernel)
-    x = ops.where_rows(p.solarize.to(dev), ops.solarize, x, spec.threshold)
-    mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
-    return (x - mean) / std
+        x = ops.where_rows(p.blur, ops.gaussian_blur, x, p.sigma, kernel)
+    x = ops.where_rows(p.solarize, ops.solarize, x, spec.threshold)
+    return ops.normalise(x, spec.mean, spec.std)
 
 
 class BatchedViews:
@@ -60,12 +62,9 @@ class BatchedViews:
         views = []
         for v, spec in enumerate(self.specs):
             x = images if images.dim() == 4 else images[:, v]
-            p = view_params(spec, self.seed, epoch, v, index, x.shape[2], x.shape[3])
-            if images.dim() == 5:  # cropped in the loader: only the flip is left to do here
-                p.top, p.left = torch.zeros_like(p.top), torch.zeros_like(p.left)
-                p.height, p.width = (torch.full_like(p.height, x.shape[2]),
-                                     torch.full_like(p.width, x.shape[3]))
-            views.append(apply_view(x, p, spec))
+            p = view_params(spec, self.seed, epoch, v, index.to(images.device, non_blocking=True),
+                            x.shape[2], x.shape[3])
+            views.append(apply_view(x, p, spec, cropped=images.dim() == 5))
         return views
 
 
@@ -76,7 +75,7 @@ def crop_views(image: torch.Tensor, views: BatchedViews, epoch: int, index: int)
     _, h, w = image.shape
     crops = []
     for v, spec in enumerate(views.specs):
-        p = view_params(spec, views.seed, epoch, v, torch.tensor([index]), h, w)
+        p = view_params(spec, views.seed, epoch, v, torch.tensor([index]), h, w)  # host: one image
         crops.append(TF.resized_crop(image, int(p.top[0]), int(p.left[0]), int(p.height[0]),
                                      int(p.width[0]), [spec.size, spec.size], antialias=True))
     return torch.stack(crops)

@@ -39,13 +39,31 @@ def stream_base(*key: int) -> np.uint64:
     return z[0]
 
 
-def uniforms(base: np.uint64, index: np.ndarray, draws: int) -> np.ndarray:
-    """(len(index), draws) float64 in [0, 1): row r is image index[r]'s `draws` numbers."""
-    n = (np.asarray(index, dtype=np.uint64)[:, None] * np.uint64(draws)
-         + np.arange(draws, dtype=np.uint64))
-    with np.errstate(over="ignore"):
-        z = _finalise(base + (n + np.uint64(1)) * _GAMMA)
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+def _signed(value: int) -> int:
+    """A uint64 constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint64's logical shift on int64 bits (>> on int64 copies the sign bit)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _finalise_bits(z: torch.Tensor) -> torch.Tensor:
+    """_finalise on int64 tensors: products wrap modulo 2^64 as uint64's do."""
+    z = (z ^ _shift_right(z, 30)) * _signed(int(_M1))
+    z = (z ^ _shift_right(z, 27)) * _signed(int(_M2))
+    return z ^ _shift_right(z, 31)
+
+
+def uniforms(base: np.uint64, index: torch.Tensor, draws: int) -> torch.Tensor:
+    """(len(index), draws) float64 in [0, 1), on index's device: row r is image index[r]'s
+    `draws` numbers - computed where the index is, so the training device never waits for
+    numbers made on the host."""
+    n = index.long()[:, None] * draws + torch.arange(draws, device=index.device)
+    z = _finalise_bits(_signed(int(base)) + (n + 1) * _signed(int(_GAMMA)))
+    return _shift_right(z, 11).double() * 2.0 ** -53
 
 
 def mix_seed(*parts: int) -> int:

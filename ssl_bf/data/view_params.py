@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from lightly.transforms.gaussian_blur import GaussianBlur
 from lightly.transforms.solarize import RandomSolarization
@@ -94,55 +93,53 @@ class ViewParams:
     solarize: torch.Tensor
 
 
-def _between(u: np.ndarray, r: Range) -> np.ndarray:
+def _between(u: torch.Tensor, r: Range) -> torch.Tensor:
     return r[0] + u * (r[1] - r[0])
 
 
-def crop_boxes(u: np.ndarray, height: np.ndarray, width: np.ndarray, scale: Range,
-               ratio: Range) -> tuple[np.ndarray, ...]:
-    """torchvision's RandomResizedCrop.get_params for B images at once.
+def crop_boxes(u: torch.Tensor, height: torch.Tensor, width: torch.Tensor, scale: Range,
+               ratio: Range) -> tuple[torch.Tensor, ...]:
+    """torchvision's RandomResizedCrop.get_params for B images at once, on u's device.
 
-    u: (B, 4 * CROP_ATTEMPTS) uniforms; height, width: (B,) source sizes. The first
+    u: (B, 4 * CROP_ATTEMPTS) float64 uniforms; height, width: (B,) source sizes. The first
     attempt whose box fits wins; where none does, the centre crop clamped to `ratio`.
     """
     u = u.reshape(len(u), CROP_ATTEMPTS, 4)
-    h_img, w_img = height[:, None].astype(np.float64), width[:, None].astype(np.float64)
+    h_img, w_img = height[:, None].double(), width[:, None].double()
     area = h_img * w_img * _between(u[..., 0], scale)
-    aspect = np.exp(_between(u[..., 1], (math.log(ratio[0]), math.log(ratio[1]))))
-    w = np.round(np.sqrt(area * aspect))  # numpy rounds half to even, as Python's round()
-    h = np.round(np.sqrt(area / aspect))
+    aspect = torch.exp(_between(u[..., 1], (math.log(ratio[0]), math.log(ratio[1]))))
+    w = torch.round(torch.sqrt(area * aspect))  # half to even, as Python's round()
+    h = torch.round(torch.sqrt(area / aspect))
     fits = (w > 0) & (w <= w_img) & (h > 0) & (h <= h_img)
-    top = np.floor(u[..., 2] * (h_img - h + 1))
-    left = np.floor(u[..., 3] * (w_img - w + 1))
-    first = fits.argmax(axis=1)
-    rows = np.arange(len(u))
-    box = [a[rows, first] for a in (top, left, h, w)]
+    top = torch.floor(u[..., 2] * (h_img - h + 1))
+    left = torch.floor(u[..., 3] * (w_img - w + 1))
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first attempt that fits
+    box = [a.gather(1, first).squeeze(1) for a in (top, left, h, w)]
     # fallback: the whole image, cut to the nearest allowed aspect ratio, centred
-    in_ratio = width / height
-    fb_w = np.where(in_ratio > ratio[1], np.round(height * ratio[1]), width).astype(np.float64)
-    fb_h = np.where(in_ratio < ratio[0], np.round(width / ratio[0]), height).astype(np.float64)
-    fallback = [(height - fb_h) // 2, (width - fb_w) // 2, fb_h, fb_w]
-    none_fit = ~fits.any(axis=1)
-    return tuple(np.where(none_fit, f, b).astype(np.int64) for b, f in zip(box, fallback))
+    hd, wd = height.double(), width.double()
+    in_ratio = wd / hd
+    fb_w = torch.where(in_ratio > ratio[1], torch.round(hd * ratio[1]), wd)
+    fb_h = torch.where(in_ratio < ratio[0], torch.round(wd / ratio[0]), hd)
+    fallback = [torch.floor((hd - fb_h) / 2), torch.floor((wd - fb_w) / 2), fb_h, fb_w]
+    none_fit = ~fits.any(dim=1)
+    return tuple(torch.where(none_fit, f, b).long() for b, f in zip(box, fallback))
 
 
-def sample_params(spec: ViewSpec, u: np.ndarray, height: np.ndarray,
-                  width: np.ndarray) -> ViewParams:
-    """ViewParams from (B, DRAWS) uniforms; height, width: (B,) source image sizes."""
+def sample_params(spec: ViewSpec, u: torch.Tensor, height: torch.Tensor,
+                  width: torch.Tensor) -> ViewParams:
+    """ViewParams from (B, DRAWS) uniforms; height, width: (B,) source image sizes; all on
+    u's device, with no value read back to the host."""
     c = CROP_ATTEMPTS * 4
     top, left, h, w = crop_boxes(u[:, :c], height, width, spec.scale, spec.ratio)
-    factors = np.ones((len(u), 4))
-    factors[:, 3] = 0.0  # hue is a shift
-    for k, r in enumerate(spec.jitter):
-        if r is not None:
-            factors[:, k] = _between(u[:, c + 2 + k], r)
-    present = np.array([r is not None for r in spec.jitter])
-    jitter = (u[:, c + 1] < spec.jitter_p) & present.any()
-    t = torch.from_numpy
+    defaults = (1.0, 1.0, 1.0, 0.0)  # no change; hue is a shift
+    factors = [_between(u[:, c + 2 + k], r) if r is not None
+               else torch.full_like(u[:, 0], defaults[k]) for k, r in enumerate(spec.jitter)]
+    any_jitter = any(r is not None for r in spec.jitter)
     return ViewParams(
-        top=t(top), left=t(left), height=t(h), width=t(w),
-        flip=t(u[:, c] < spec.flip_p), jitter=t(jitter),
-        factors=t(factors).float(), order=t(np.argsort(u[:, c + 6:c + 10], axis=1)),
-        grey=t(u[:, c + 10] < spec.grey_p),
-        blur=t(u[:, c + 11] < spec.blur_p), sigma=t(_between(u[:, c + 12], spec.sigmas)).float(),
-        solarize=t(u[:, c + 13] < spec.solarize_p))
+        top=top, left=left, height=h, width=w,
+        flip=u[:, c] < spec.flip_p, jitter=(u[:, c + 1] < spec.jitter_p) & any_jitter,
+        factors=torch.stack(factors, dim=1).float(),
+        order=torch.argsort(u[:, c + 6:c + 10], dim=1),
+        grey=u[:, c + 10] < spec.grey_p,
+        blur=u[:, c + 11] < spec.blur_p, sigma=_between(u[:, c + 12], spec.sigmas).float(),
+        solarize=u[:, c + 13] < spec.solarize_p)

@@ -2,15 +2,25 @@
 
 The caller gathers keys across processes and passes the rank offset, so each
 loss can be checked against a naive formula on one CPU. Logits are computed in
-float32 whatever the autocast dtype: a bf16 softmax over 4k+ logits at T=0.1
-loses the small differences the loss lives on.
+float32 whatever the precision: a bf16 softmax over 4k+ logits at T=0.1 loses the
+small differences the loss lives on, and autocast would recast `@` to bf16 even on
+float32 inputs, so it is switched off inside the losses (the official MoCo-v3 code
+keeps its logits in fp16 at best).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
+
+
+def full_precision(device: torch.device):
+    """Autocast off on `device` (CPU and CUDA autocast; other devices have none)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
@@ -27,12 +37,13 @@ def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
     snapshot serves every (query stream, key stream) pairing of a step, the caller enqueues
     both key streams of the authors' MoCo-v2 once, and the queue is checkpointed with the model.
     """
-    q, k, queue = q.float(), k.float(), queue.float()
-    positive = (q * k).sum(dim=1, keepdim=True)
-    negatives = q @ queue.T
-    logits = torch.cat([positive, negatives], dim=1) / temperature
-    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits, labels)
+    with full_precision(q.device):
+        q, k, queue = q.float(), k.float(), queue.float()
+        positive = (q * k).sum(dim=1, keepdim=True)
+        negatives = q @ queue.T
+        logits = torch.cat([positive, negatives], dim=1) / temperature
+        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return F.cross_entropy(logits, labels)
 
 
 def mocov3_contrastive(q: torch.Tensor, k_all: torch.Tensor, offset: int,
@@ -43,11 +54,12 @@ def mocov3_contrastive(q: torch.Tensor, k_all: torch.Tensor, offset: int,
     (this process's at rows offset..offset+B); both are L2-normalised here.
     The 2T factor makes the loss scale independent of T, as in the official code.
     """
-    q = F.normalize(q.float(), dim=1)
-    k_all = F.normalize(k_all.float(), dim=1)
-    logits = q @ k_all.T / temperature
-    labels = torch.arange(q.shape[0], device=q.device) + offset
-    return F.cross_entropy(logits, labels) * (2 * temperature)
+    with full_precision(q.device):
+        q = F.normalize(q.float(), dim=1)
+        k_all = F.normalize(k_all.float(), dim=1)
+        logits = q @ k_all.T / temperature
+        labels = torch.arange(q.shape[0], device=q.device) + offset
+        return F.cross_entropy(logits, labels) * (2 * temperature)
 
 
 def combine_streams(plain: torch.Tensor, bf: torch.Tensor | None, weight: float) -> torch.Tensor:

@@ -32,11 +32,19 @@ from ssl_bf.training.runtime import (
     local_processes,
     make_accelerator,
     seed_step,
+    set_cuda_flags,
     set_threads,
     warn_slow_bf16,
 )
 from ssl_bf.training.schedules import lr_at, momentum_at
-from ssl_bf.training.state_io import TrainState, check_weights_finite, restore, states_to_save
+from ssl_bf.training.state_io import (
+    TrainState,
+    check_weights_finite,
+    load_scaler,
+    restore,
+    scaler_state,
+    states_to_save,
+)
 from ssl_bf.training.step import OptimizerStep
 from ssl_bf.training.step_stats import StepStats
 from ssl_bf.training.stop_signals import StopSignals
@@ -53,6 +61,7 @@ class Trainer:
         self.console = Console(self.acc.is_main_process)
         self.run = RunDir(cfg, self.acc, self.console.say)  # locked, resume point checked
         set_threads(cfg, self.acc)
+        set_cuda_flags(cfg)
         warn_slow_bf16(cfg, self.acc)
         fetch_once(cfg, self.acc)
         self.monitors = monitors(cfg)
@@ -91,6 +100,7 @@ class Trainer:
         state = restore(self.run.resume_from, self.method, self.optimizer, self.probe,
                         len(self.source), self.cfg.data.root, self.console.say)
         self.run.check_loaded(state.step)
+        load_scaler(self.acc.scaler, state.scaler)
         self.console.say(f"resuming from {self.run.resume_from} at step {state.step} "
                          f"(epoch {state.epoch})")
         return state
@@ -137,16 +147,21 @@ class Trainer:
     def _train_step(self, micro: list[Batch]) -> None:
         s, cfg, plan = self.state, self.cfg, self.plan
         seed_step(cfg.train.seed, s.step, self.rank)
+        # read the device's flags every check_every steps only; on_nan=skip must decide
+        # before every update, so it reads them every step
+        check = cfg.train.on_nan == "skip" or (s.step + 1) % cfg.train.check_every == 0
         result = self.step((self._views(batch) for batch in micro), len(micro),
                            lr=lr_at(s.step, plan.total_steps, plan.warmup_steps, plan.lr,
                                     cfg.train.schedule),
                            momentum=momentum_at(s.step + 1, plan.total_steps, cfg.method.momentum,
                                                 cfg.method.momentum_end),
-                           bf_on=s.step >= plan.bf_start_step, stop=lambda: self.signals.stop)
-        self.stopping = result.stop
-        if not result.finite:
-            self._on_nonfinite(result.outputs)
-        elif self.probe is not None:
+                           step=s.step + 1, bf_on=s.step >= plan.bf_start_step, check=check,
+                           stop=lambda: self.signals.stop)
+        if result.check is not None:
+            self.stopping = result.check.stop
+            if not result.check.finite:
+                self._on_nonfinite(result.check.first_bad)
+        if result.applied and self.probe is not None:
             self.probe.update([batch.index for batch in micro],
                               lr_at(s.step, plan.total_steps, 0, plan.probe_lr, cfg.train.schedule))
         s.step, s.step_in_epoch = s.step + 1, s.step_in_epoch + 1
@@ -166,16 +181,16 @@ class Trainer:
                       f"{self.source.name(i)}", file=sys.stderr, flush=True)
         return self.input.views(batch)
 
-    def _on_nonfinite(self, outputs: list) -> None:
+    def _on_nonfinite(self, first_bad: int) -> None:
         s = self.state
         if self.cfg.train.on_nan == "skip":
             s.nan_skips += 1
+            self.stats.forget_bad()
             self.console.say(f"warning: non-finite loss at step {s.step + 1}: step skipped "
                              f"({s.nan_skips} so far)")
             return
-        raise TrainingFailed(f"non-finite loss ({outputs[-1].loss.item()}) at step {s.step + 1}; "
-                             "the last checkpoint is untouched (lower train.lr, or "
-                             "train.on_nan=skip)")
+        raise TrainingFailed(f"non-finite loss or gradient at step {first_bad}; the last "
+                             "checkpoint is untouched (lower train.lr, or train.on_nan=skip)")
 
     # --- logging, checkpoints, monitors -----------------------------------------
 
@@ -203,9 +218,12 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         self.acc.wait_for_everyone()
+        verdict = self.stats.check(False)  # nothing non-finite since the last check
+        if not verdict.finite:
+            self._on_nonfinite(verdict.first_bad)
         check_weights_finite(self.method, self.state.step, self.acc)
         trainer_state = {**asdict(self.state), "train_seconds": self._elapsed(),
-                         "world_size": self.world}
+                         "world_size": self.world, "scaler": scaler_state(self.acc.scaler)}
         self.run.checkpoint(self.state.step,
                             lambda: states_to_save(self.method, self.optimizer, self.probe),
                             trainer_state)

@@ -7,7 +7,8 @@ optimizer.py: for a group with weight decay, each tensor's step is
 then SGD momentum (no dampening) and p -= lr·buf; a group without weight decay (BatchNorm and
 biases under train.exclude_norm_bias) takes the plain momentum step. lightly tests
 `p_norm != 0 and g_norm != 0` on the host for every tensor - two GPU->CPU syncs each, ~60 a
-ResNet-18 step; here that test is a device-side mask, so the step never waits on the GPU.
+ResNet-18 step; here that test is a device-side mask, so the step never waits on the GPU, and
+the result equals lightly's to the bit (tests/test_lars.py).
 """
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ class LARS(torch.optim.Optimizer):
             ok = (p_norm != 0) & (g_norm != 0)
             # lightly's order of operations, so that the result is the same to the bit
             ratio = p_norm / (g_norm + p_norm * wd + group["eps"]) * group["trust_coefficient"]
-            scale = torch.where(ok, ratio, torch.ones_like(ratio))
-            decay = torch.where(ok, torch.full_like(ratio, wd), torch.zeros_like(ratio))
-            d = torch._foreach_add(d, torch._foreach_mul(params, list(decay.unbind())))
+            # where a norm is zero lightly steps with g alone: g + wd·p is g when p = 0, and
+            # is cancelled by a scale of 0 when g = 0
+            scale = torch.where(ok, ratio, (g_norm != 0).to(ratio.dtype))
+            d = torch._foreach_add(d, params, alpha=wd)
             torch._foreach_mul_(d, list(scale.unbind()))
         momentum = group["momentum"]
         if momentum != 0:

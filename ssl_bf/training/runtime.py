@@ -65,6 +65,14 @@ def local_processes() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
+def set_cuda_flags(cfg: Config) -> None:
+    """train.cudnn_benchmark and train.tf32 (schema.py says why); nothing on a CPU."""
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+        torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.train.tf32
+
+
 def set_threads(cfg: Config, accelerator: Accelerator) -> int:
     """Every core this process may use: `accelerate launch` sets OMP_NUM_THREADS=1,
     which would leave a single CPU process on one core."""

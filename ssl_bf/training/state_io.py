@@ -28,6 +28,7 @@ class TrainState:
     replaced_images: int = 0
     train_seconds: float = 0.0  # wall time spent training before this launch
     pretrain_images: int = 0  # the size of the pretraining split (0: not recorded)
+    scaler: dict | None = None  # fp16's GradScaler (its scale and growth tracker), else None
 
 
 def states_to_save(method: nn.Module, optimizer, probe: OnlineProbe | None) -> tuple[dict, dict]:
@@ -71,3 +72,14 @@ def check_weights_finite(method: nn.Module, step: int, accelerator) -> None:
         raise TrainingFailed(f"non-finite weights after step {step}; not saved, the last "
                              f"checkpoint is untouched (lower train.lr) - on {int(bad.item())} of "
                              f"{accelerator.num_processes} processes")
+
+
+def scaler_state(scaler) -> dict | None:
+    """fp16's GradScaler as plain numbers for trainer_state.json (None without one): a resume
+    must not start again from the initial scale 65536 and skip steps to find its way back."""
+    return None if scaler is None else dict(scaler.state_dict())
+
+
+def load_scaler(scaler, state: dict | None) -> None:
+    if scaler is not None and state:
+        scaler.load_state_dict(state)

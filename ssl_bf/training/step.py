@@ -16,14 +16,14 @@ from torch.autograd.profiler import record_function
 
 from ssl_bf.methods.base import StepOutput
 from ssl_bf.training.optim import set_lr
-from ssl_bf.training.step_stats import StepStats
+from ssl_bf.training.step_stats import Check, StepStats
 
 
 @dataclass
 class StepResult:
     outputs: list[StepOutput]  # the method's per micro-batch
-    finite: bool  # False: the update was skipped
-    stop: bool  # a stop signal seen on any process
+    check: Check | None  # the flags read this step (a scheduled check), else None
+    applied: bool  # the update was made (not held back by a check or fp16's scaler)
 
 
 @dataclass
@@ -36,13 +36,14 @@ class OptimizerStep:
     # Parameters whose gradients must be finite; None = the loss alone (fp16's GradScaler
     # owns overflowing gradients and skips those steps itself).
     checked: list[torch.Tensor] | None
-    check: bool = True  # False only in benchmarks that measure the checks' cost
 
     def __call__(self, views: Iterable[list[torch.Tensor]], micro_batches: int,
-                 lr: float, momentum: float, bf_on: bool = True,
+                 lr: float, momentum: float, step: int, bf_on: bool = True, check: bool = False,
                  stop: Callable[[], bool] = lambda: False) -> StepResult:
-        """`stop()`: whether this process was asked to stop; read after the backward pass and
-        agreed across processes with the checks (StepResult.stop)."""
+        """Step `step` (1-based). Nothing is read back from the device unless `check`: then the
+        finiteness flags since the last check and `stop()` (whether this process was asked to
+        stop) are read and agreed across processes before the update, which a non-finite
+        value holds back (StepResult.check)."""
         set_lr(self.optimizer, lr)
         outputs = []
         for i, batch_views in enumerate(views):
@@ -54,16 +55,20 @@ class OptimizerStep:
                 with record_function("## backward"):
                     self.acc.backward(out.loss / micro_batches)
             outputs.append(out)
-        finite, stop = True, stop()
-        if self.check:
-            with record_function("## checks"):
-                finite, stop = self.stats.flags(outputs, stop, self.checked)
-        if finite:
+        with record_function("## checks"):
+            self.stats.record(outputs, step, self.checked)
+            verdict = self.stats.check(stop()) if check else None
+        applied = verdict is None or verdict.finite
+        if applied:
             with record_function("## optimizer"):
                 self.optimizer.step()
-            with record_function("## ema"):
-                self.method.update_key_encoder(momentum)
+            # fp16: GradScaler skips a step whose gradients overflowed (it reads that flag on
+            # the host itself); the key encoder then stays as it is too
+            applied = not getattr(self.optimizer, "step_was_skipped", False)
+            if applied:
+                with record_function("## ema"):
+                    self.method.update_key_encoder(momentum)
         self.optimizer.zero_grad(set_to_none=True)
         with record_function("## stats"):
             self.stats.add(outputs)
-        return StepResult(outputs, finite, stop)
+        return StepResult(outputs, verdict, applied)
