@@ -66,12 +66,13 @@ def views_alone(args, repeats: int = 10) -> dict:
     source = build_source(cfg.data, "pretrain", args.batch)
     images = torch.stack([torch.from_numpy(source.load(i).transpose(2, 0, 1).copy())
                           for i in range(args.batch)])
-    index = torch.arange(args.batch)
+    device = timing.pick_device()  # the views are made where training runs
+    images, index = images.to(device), torch.arange(args.batch, device=device)
     views = batched_views(cfg)
     views(images, index, 0)
     times = []
     for r in range(repeats):
-        times.append(timing.seconds(lambda: views(images, index, r), torch.device("cpu")))
+        times.append(timing.seconds(lambda: views(images, index, r), device))
     pil = pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug)
     torch.set_num_threads(1)  # as in a loader worker
     pil_images = [Image.fromarray(source.load(i)) for i in range(args.batch)]

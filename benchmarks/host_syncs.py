@@ -6,7 +6,8 @@ waits until the GPU's queue is empty. Run on a CPU they cost nothing, but they a
 calls, so counting them here counts the stalls a GPU would see. The methods are wrapped
 while ssl_bf/pretrain.py trains; calls are counted inside the optimizer step
 (ssl_bf.training.step.OptimizerStep.__call__) and inside the batched views
-(ssl_bf.data.batched_views.BatchedViews.__call__) - the loader's CPU tensors are not.
+(ssl_bf.data.batched_views.BatchedViews.__call__); reads of the loader's own CPU tensors
+(Trainer._views) are counted apart.
 
     python benchmarks/host_syncs.py recipe=mocov3_bf              # this checkout
     SSL_BF_REPO=/path/to/other/checkout python benchmarks/host_syncs.py recipe=mocov3_bf
@@ -43,8 +44,8 @@ def counting(name: str):
     return wrapped
 
 
-def region(cls, label: str) -> None:
-    call = cls.__call__
+def region(cls, method: str, label: str) -> None:
+    call = getattr(cls, method)
 
     def wrapped(self, *args, **kwargs):
         where.append(label)
@@ -53,7 +54,7 @@ def region(cls, label: str) -> None:
         finally:
             where.pop()
 
-    cls.__call__ = wrapped
+    setattr(cls, method, wrapped)
 
 
 def main() -> None:
@@ -67,12 +68,18 @@ def main() -> None:
         return nonzero(*args, **kwargs)
 
     torch.nonzero = torch_nonzero
+    from ssl_bf.data import batched_ops
     from ssl_bf.data.batched_views import BatchedViews
     from ssl_bf.pretrain import main as pretrain
+    from ssl_bf.training.engine import Trainer
     from ssl_bf.training.step import OptimizerStep
 
-    region(OptimizerStep, "step")
-    region(BatchedViews, "views")
+    batched_ops.MASKED_ON_CPU = True  # count the path a GPU takes (where the checkout has it)
+    region(OptimizerStep, "__call__", "step")
+    region(BatchedViews, "__call__", "views")
+    # the loader's own tensors (the epoch, the replaced-image marks) live on the CPU on any
+    # machine: reading them costs nothing; counted apart
+    region(Trainer, "_views", "loader")
     out = tempfile.mkdtemp(prefix="host_syncs_")
     argv = [*sys.argv[1:], f"train.output_dir={out}", "knn.every=0", "aug.batched=true"]
     with contextlib.redirect_stdout(sys.stderr):
@@ -80,11 +87,12 @@ def main() -> None:
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     steps = max(r["step"] for r in rows)
     per = {label: sum(n for (lab, _), n in counts.items() if lab == label) / steps
-           for label in ("step", "views")}
+           for label in ("step", "views", "loader")}
     detail = {f"{lab}.{name}": n for (lab, name), n in sorted(counts.items())}
     print(json.dumps({"repo": REPO, "argv": sys.argv[1:], "steps": steps,
                       "step_syncs_per_step": round(per["step"], 2),
-                      "view_syncs_per_step": round(per["views"], 2), "counts": detail}))
+                      "view_syncs_per_step": round(per["views"], 2),
+                      "loader_cpu_reads_per_step": round(per["loader"], 2), "counts": detail}))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""benchmarks/gpu_check.sh cannot fail on a typo: both parts run here on the CPU with tiny
-settings (QUICK=1) on the 300-image fixture; part a with one recipe (the ViT ImageNet one: its own
-branch), part b runs the three CIFAR MoCo-v3 recipes."""
+"""benchmarks/gpu_check.sh cannot fail on a typo, and runs in one try: both parts run here on
+the CPU with tiny settings (QUICK=1) on the 300-image fixture; part a with one recipe (the ViT
+ImageNet one: its own branch) after one that fails, part b runs the three CIFAR MoCo-v3
+recipes. A stale run folder from an earlier try is cleared, a failing block is reported and
+the rest still runs."""
 from __future__ import annotations
 
 import json
@@ -14,14 +16,19 @@ from conftest import REPO
 
 def test_gpu_check_runs_both_parts_on_cpu(tmp_path, cifar_root):
     out = tmp_path / "out"
-    env = {**os.environ, "QUICK": "1", "OUT": str(out), "RUNS": str(tmp_path / "runs"),
+    runs = tmp_path / "runs"
+    (runs / "a_imagenet_mocov3_vits" / "checkpoints").mkdir(parents=True)  # an earlier try's
+    env = {**os.environ, "QUICK": "1", "OUT": str(out), "RUNS": str(runs),
            "ROOT": str(cifar_root), "PYTHON": sys.executable,
-           "RECIPES": "imagenet_mocov3_vits"}  # part b runs the CIFAR mocov3 recipes
+           # a recipe that fails first; part b runs the CIFAR mocov3 recipes
+           "RECIPES": "no_such_recipe imagenet_mocov3_vits"}
     done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "all"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # one block failed
     part_a, part_b = (out / "gpu_a.txt").read_text(), (out / "gpu_b.txt").read_text()
-    assert "FAILED" not in part_a + part_b, part_a + part_b
+    assert [line for line in part_a.splitlines() if line.startswith("FAILED")] == [
+        "FAILED no_such_recipe"], part_a
+    assert "FAILED" not in part_b, part_b
     for recipe in ("imagenet_mocov3_vits",):
         assert any(line.startswith(recipe) and "samples/s" in line for line in part_a.splitlines())
     e2e = json.loads((out / "e2e.json").read_text())

@@ -170,3 +170,32 @@ def test_the_counter_rng_on_torch_equals_the_numpy_reference():
         base = stream_base(*key)
         ours = uniforms(base, torch.from_numpy(index), 55).numpy()
         assert np.array_equal(ours, reference(base, index, 55))
+
+
+# --- train.compile ----------------------------------------------------------------------
+
+def test_a_compiled_step_gives_the_eager_loss():
+    """train.compile=true wraps the method in torch.compile: three steps of the compiled
+    method give the eager steps' losses. The graph is captured and differentiated as the
+    engine's default inductor backend does it, but run by aot_eager, which skips inductor's
+    C++ code generation (~2 minutes here; inductor's step time and compile time are measured
+    in benchmarks/BENCHMARKS.md, "Host synchronisation and GPU readiness")."""
+    cfg = load_config(["recipe=mocov3", "model.width=0.125", "method.proj_hidden=64",
+                       "method.pred_hidden=64", "train.batch_size=16", "knn.every=0"])
+    acc = make_accelerator(cfg)
+    g = torch.Generator().manual_seed(0)
+    batches = [[torch.randn(16, 3, 32, 32, generator=g) for _ in range(2)] for _ in range(3)]
+    losses = {}
+    for mode in ("eager", "compiled"):
+        torch.manual_seed(0)
+        method = build_method(cfg)
+        model = torch.compile(method, backend="aot_eager") if mode == "compiled" else method
+        trainable = [p for p in method.parameters() if p.requires_grad]
+        step = OptimizerStep(model, method, acc, build_optimizer(cfg, method), StepStats(acc),
+                             trainable)
+        losses[mode] = []
+        for i, views in enumerate(batches):
+            torch.manual_seed(100 + i)
+            losses[mode].append(float(step([views], 1, lr=0.1, momentum=0.99, step=i + 1)
+                                      .outputs[0].loss))
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
