@@ -129,13 +129,11 @@ def _file(path: Path, rest: list[str]) -> EvalTarget:
 def open_for_eval(argv: list[str]) -> tuple[EvalTarget, object, nn.Module]:
     """What both evaluation CLIs start from: the target, its Accelerator (threads set), and
     the backbone on the device in the memory format the run trained in."""
-    from ssl_bf.training.runtime import fetch_once, make_accelerator, set_cuda_flags, set_threads
+    from ssl_bf.training.runtime import make_accelerator, prepare_process
 
     target = load_target(argv)
     acc = make_accelerator(target.cfg)
-    set_threads(target.cfg, acc)
-    set_cuda_flags(target.cfg)
-    fetch_once(target.cfg, acc)
+    prepare_process(target.cfg, acc)
     backbone = target.backbone.to(acc.device)
     if target.cfg.train.channels_last:  # extract_features feeds NHWC images
         backbone.to(memory_format=torch.channels_last)

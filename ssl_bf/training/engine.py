@@ -7,7 +7,6 @@ position in the epoch. The run directory (rundir/run_dir.py) does the reading an
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from ssl_bf.config.derived import make_plan
 from ssl_bf.config.schema import Config
+from ssl_bf.data.bad_images import BadImageLog
 from ssl_bf.data.pipeline import build_source, default_workers, describe_split
 from ssl_bf.data.pretrain_input import Batch, PretrainInput
 from ssl_bf.errors import TrainingFailed
@@ -27,15 +27,7 @@ from ssl_bf.training.console import Console
 from ssl_bf.training.monitors import EpochEnd, Monitor
 from ssl_bf.training.online_probe import online_probe
 from ssl_bf.training.optim import build_optimizer
-from ssl_bf.training.runtime import (
-    fetch_once,
-    local_processes,
-    make_accelerator,
-    seed_step,
-    set_cuda_flags,
-    set_threads,
-    warn_slow_bf16,
-)
+from ssl_bf.training.runtime import local_processes, make_accelerator, prepare_process, seed_step
 from ssl_bf.training.schedules import lr_at, momentum_at
 from ssl_bf.training.state_io import (
     TrainState,
@@ -60,10 +52,7 @@ class Trainer:
                                     trackers=True)
         self.console = Console(self.acc.is_main_process)
         self.run = RunDir(cfg, self.acc, self.console.say)  # locked, resume point checked
-        set_threads(cfg, self.acc)
-        set_cuda_flags(cfg)
-        warn_slow_bf16(cfg, self.acc)
-        fetch_once(cfg, self.acc)
+        prepare_process(cfg, self.acc, training=True)  # threads, CUDA flags, data.download
         self.monitors = monitors(cfg)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.source = build_source(cfg.data, "pretrain", cfg.data.subset, cfg.data.imbalance)
@@ -91,7 +80,7 @@ class Trainer:
         # Agreed by every process at a step's checks (a signal may reach only one of them);
         # the signal itself stays recorded in self.signals until then.
         self.stopping = False
-        self.reported_bad: set[int] = set()
+        self.bad_images = BadImageLog(self.source.name)
         self.started = time.time()
 
     def _resume(self) -> TrainState:
@@ -150,7 +139,9 @@ class Trainer:
         # read the device's flags every check_every steps only; on_nan=skip must decide
         # before every update, so it reads them every step
         check = cfg.train.on_nan == "skip" or (s.step + 1) % cfg.train.check_every == 0
-        result = self.step((self._views(batch) for batch in micro), len(micro),
+        for batch in micro:
+            s.replaced_images = self.bad_images.note(batch.bad, s.replaced_images)
+        result = self.step((self.input.views(batch) for batch in micro), len(micro),
                            lr=lr_at(s.step, plan.total_steps, plan.warmup_steps, plan.lr,
                                     cfg.train.schedule),
                            momentum=momentum_at(s.step + 1, plan.total_steps, cfg.method.momentum,
@@ -170,16 +161,6 @@ class Trainer:
         if (s.step % cfg.train.log_every == 0 or s.step in (1, plan.total_steps)
                 or s.step_in_epoch == plan.steps_per_epoch):
             self._log_train()
-
-    def _views(self, batch: Batch) -> list[torch.Tensor]:
-        for i in batch.bad[batch.bad >= 0].tolist():  # a CPU tensor from the loader
-            self.state.replaced_images += 1
-            if i not in self.reported_bad:
-                self.reported_bad.add(i)
-                print(f"warning: unreadable image replaced by the next one "
-                      f"({self.state.replaced_images} replacements so far): "
-                      f"{self.source.name(i)}", file=sys.stderr, flush=True)
-        return self.input.views(batch)
 
     def _on_nonfinite(self, first_bad: int) -> None:
         s = self.state
@@ -203,10 +184,8 @@ class Trainer:
         if collapsed:
             row["collapse"] = True
             self.console.say(self.watch.message(s.step, row["spread"], row["loss_plain"]))
-        if s.nan_skips:
-            row["nan_skips"] = s.nan_skips
-        if s.replaced_images:
-            row["replaced_images"] = s.replaced_images
+        row |= {k: n for k, n in (("nan_skips", s.nan_skips),
+                                  ("replaced_images", s.replaced_images)) if n}
         self.run.log(row)
         log_row(self.acc, cfg, row, s.step)
         self.console.show(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}",

@@ -101,3 +101,13 @@ def fetch_once(cfg: Config, accelerator) -> None:
     data before that."""
     if cfg.data.download:
         on_each_node(accelerator, lambda: fetch(cfg.data))
+
+
+def prepare_process(cfg: Config, accelerator: Accelerator, training: bool = False) -> None:
+    """What every process does before it builds anything: its threads, the CUDA flags, the
+    slow-bf16 warning when it will train, and data.download (once per launch)."""
+    set_threads(cfg, accelerator)
+    set_cuda_flags(cfg)
+    if training:
+        warn_slow_bf16(cfg, accelerator)
+    fetch_once(cfg, accelerator)
