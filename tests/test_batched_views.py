@@ -49,7 +49,8 @@ def test_spec_is_read_off_lightlys_transforms():
     assert s1.jitter[2] == (0.8, 1.2) and s1.scale == (0.08, 1.0) and s2.threshold == 128 / 255
 
 
-@pytest.mark.parametrize("shape, min_scale", [((32, 32), 0.2), ((32, 32), 0.08), ((40, 90), 0.08)])
+@pytest.mark.parametrize("shape, min_scale", [((32, 32), 0.2), ((32, 32), 0.08), ((40, 90), 0.08),
+                                             ((375, 500), 0.2), ((500, 375), 0.08)])
 def test_crop_area_and_aspect_ratio_follow_torchvisions_get_params(shape, min_scale):
     h, w = shape
     ours = draws(mocov2_spec(min_scale), h, w)

@@ -1,8 +1,11 @@
 """Data: sources, stratified subsets, the global-batch sampler, seeded views, image modes."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+import sklearn
 import torch
 from PIL import Image
 
@@ -114,4 +117,24 @@ def test_corrupt_files_raise_bad_image(tmp_path):
     truncated.write_bytes(data.read_bytes()[:60])
     for bad in ("text.jpg", "cut.png"):
         with pytest.raises(BadImage, match=bad):
+            read_image(str(tmp_path / bad))
+
+
+def real_photo(path) -> bytes:
+    """scikit-learn's real JPEG photograph (china.jpg) stored at 500 x 375."""
+    photo = Image.open(os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images",
+                                    "china.jpg")).convert("RGB")
+    photo.resize((500, 375), Image.BICUBIC).save(path, quality=90)
+    return path.read_bytes()
+
+
+def test_truncated_and_garbled_jpegs_raise_bad_image(tmp_path):
+    data = real_photo(tmp_path / "good.jpg")
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) * 6 // 10])
+    (tmp_path / "head.jpg").write_bytes(data[:700])
+    garbled = bytearray(data)
+    garbled[2000::97] = bytes((b * 7 + 13) % 256 for b in garbled[2000::97])
+    (tmp_path / "garbled.jpg").write_bytes(bytes(garbled))
+    for bad in ("cut.jpg", "head.jpg", "garbled.jpg"):
+        with pytest.raises(BadImage, match=rf"{bad}: .*(truncated|broken)"):
             read_image(str(tmp_path / bad))

@@ -10,11 +10,19 @@ the number of processes or a resume.
 from __future__ import annotations
 
 import torch
-from torchvision.transforms.v2 import functional as TF
+import torch.nn.functional as F
 
 from ssl_bf.data import batched_ops as ops
 from ssl_bf.data.counter_rng import stream_base, uniforms
-from ssl_bf.data.view_params import DRAWS, ViewParams, ViewSpec, sample_params, spec_from_lightly
+from ssl_bf.data.view_params import (
+    CROP_DRAWS,
+    DRAWS,
+    ViewParams,
+    ViewSpec,
+    crop_boxes,
+    sample_params,
+    spec_from_lightly,
+)
 
 
 def view_params(spec: ViewSpec, seed: int, epoch: int, view: int, index: torch.Tensor,
@@ -68,14 +76,83 @@ class BatchedViews:
         return views
 
 
-def crop_views(image: torch.Tensor, views: BatchedViews, epoch: int, index: int) -> torch.Tensor:
-    """uint8 (3, H, W) -> uint8 (V, 3, S, S): each view's random resized crop of one image of
-    any size, with the parameters BatchedViews would draw for it (torchvision's
-    resized_crop, bilinear, antialiased); the rest of each view is made on the device."""
-    _, h, w = image.shape
-    crops = []
+Box = tuple[int, int, int, int]  # top, left, height, width
+
+
+def loader_boxes(views: BatchedViews, epoch: int, index: list[int],
+                 sizes: list[tuple[int, int]]) -> list[list[Box]]:
+    """Each image's crop box for each view: view_params' boxes, drawing only the crop's
+    numbers, for a batch of images of sizes (h, w) at once - a call costs ~1 ms of small
+    tensor ops on the host whatever its length, so a loader draws per batch (BENCHMARKS §11)."""
+    index_t = torch.tensor(index)
+    h, w = (torch.tensor([s[k] for s in sizes]) for k in (0, 1))
+    per_view = []
     for v, spec in enumerate(views.specs):
-        p = view_params(spec, views.seed, epoch, v, torch.tensor([index]), h, w)  # host: one image
-        crops.append(TF.resized_crop(image, int(p.top[0]), int(p.left[0]), int(p.height[0]),
-                                     int(p.width[0]), [spec.size, spec.size], antialias=True))
-    return torch.stack(crops)
+        u = uniforms(stream_base(views.seed, epoch, v), index_t, DRAWS)
+        per_view.append(torch.stack(crop_boxes(u[:, :CROP_DRAWS], h, w, spec.scale,
+                                               spec.ratio), dim=1).tolist())
+    return [[tuple(boxes[i]) for boxes in per_view] for i in range(len(index))]
+
+
+# libjpeg's DCT scaling decodes at 1/2, 1/4 or 1/8 of the stored size (PIL's Image.draft).
+MAX_REDUCTION = 8
+
+
+class ViewCrops:
+    """Each view's random resized crop of one image of any size, cut in the loader: the boxes
+    BatchedViews would draw for (epoch, index), resized by torchvision's resized_crop (bilinear,
+    antialiased); the rest of each view is made on the device.
+
+    `reduction(h, w)` is asked with a file's stored size before it is decoded: the largest
+    power-of-two reduction at which every box still spans at least its output size, so a JPEG
+    can be decoded that much smaller (DCT scaling) and the crops are then only resized down or
+    kept, as from the full image; decoding the least is most of the loader's saving
+    (benchmarks/BENCHMARKS.md §11). Images given whole (in memory, or formats without DCT
+    scaling) are cut as they are.
+    """
+
+    def __init__(self, views: BatchedViews, epoch: int, index: int,
+                 known: tuple[tuple[int, int], list[Box]] | None = None):
+        """`known`: the boxes for one image size, drawn already (loader_boxes)."""
+        self.views, self.epoch, self.index = views, epoch, index
+        self.stored: tuple[int, int] | None = None  # (h, w) as stored, when reduction() saw it
+        self._boxes = known
+
+    def boxes(self, h: int, w: int) -> list[Box]:
+        """(top, left, height, width) of each view's crop of an h x w image."""
+        if self._boxes is None or self._boxes[0] != (h, w):
+            self._boxes = ((h, w), loader_boxes(self.views, self.epoch, [self.index],
+                                                [(h, w)])[0])
+        return self._boxes[1]
+
+    def reduction(self, h: int, w: int) -> int:
+        self.stored = (h, w)
+        room = min(min(bh, bw) / spec.size
+                   for (_, _, bh, bw), spec in zip(self.boxes(h, w), self.views.specs))
+        r = 1
+        while r * 2 <= min(room, MAX_REDUCTION):
+            r *= 2
+        return r
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 (3, h, w) of any strides, the stored image or its reduced decode -> uint8
+        (V, 3, S, S)."""
+        _, h, w = image.shape
+        stored_h, stored_w = self.stored or (h, w)
+        sy, sx = h / stored_h, w / stored_w  # 1, or about 1/r after a reduced decode
+        crops = []
+        for (top, left, bh, bw), spec in zip(self.boxes(stored_h, stored_w), self.views.specs):
+            t, lf = min(h - 1, round(top * sy)), min(w - 1, round(left * sx))
+            box = image[None, :, t:t + max(1, min(h - t, round(bh * sy))),
+                        lf:lf + max(1, min(w - lf, round(bw * sx)))]
+            # torchvision's resized_crop(..., antialias=True) to the bit; on an image in HWC
+            # memory (as decoded) torch takes its uint8 channels-last kernel, ~4x faster
+            # than on CHW (BENCHMARKS §11)
+            crops.append(F.interpolate(box, size=(spec.size, spec.size), mode="bilinear",
+                                       antialias=True, align_corners=False))
+        return torch.cat(crops).contiguous()
+
+
+def crop_views(image: torch.Tensor, views: BatchedViews, epoch: int, index: int) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (V, 3, S, S): ViewCrops of an image already decoded."""
+    return ViewCrops(views, epoch, index)(image)

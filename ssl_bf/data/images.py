@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -35,9 +35,17 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def read_image(path: str) -> np.ndarray:
+# reduce(h, w) -> 1, 2, 4 or 8: asked with a file's stored size before it is decoded
+Reduce = Optional[Callable[[int, int], int]]
+
+
+def read_image(path: str, reduce: Reduce = None) -> np.ndarray:
+    """A file as (H, W, 3) uint8; a JPEG decoded `reduce(h, w)` times smaller where asked
+    (libjpeg's DCT scaling through PIL's draft; other formats decode whole)."""
     try:
         with Image.open(path) as img:
+            if reduce is not None and (r := reduce(img.height, img.width)) > 1:
+                img.draft(img.mode, (-(-img.width // r), -(-img.height // r)))
             img.load()
             arr = to_rgb(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
@@ -74,12 +82,24 @@ class ImageSource:
     def name(self, i: int) -> str:
         return self.paths[i] if self.paths is not None else f"{self.description}[{i}]"
 
-    def load(self, i: int) -> np.ndarray:
+    def load(self, i: int, reduce: Reduce = None) -> np.ndarray:
+        """Image i; `reduce` (read_image's) applies to files, not to images in memory."""
         if i in self.bad:
             raise BadImage(f"{self.name(i)}: unreadable (found while caching)")
         if self.arrays is not None:
             return self.arrays[i]
-        return conform(read_image(self.paths[i]), self.native_size)
+        return conform(read_image(self.paths[i], reduce), self.native_size)
+
+    def size(self, i: int) -> tuple[int, int] | None:
+        """(h, w) of image i as stored - from the file's header, nothing decoded - or None
+        where it cannot be read (load says why)."""
+        if self.arrays is not None:
+            return None if i in self.bad else tuple(self.arrays[i].shape[:2])
+        try:
+            with Image.open(self.paths[i]) as img:
+                return img.height, img.width
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return None
 
     def select(self, indices: np.ndarray) -> "ImageSource":
         pick = [int(i) for i in indices]

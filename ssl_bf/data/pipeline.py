@@ -12,6 +12,7 @@ from ssl_bf.data.datasets import open_split
 from ssl_bf.data.images import (
     BadImage,
     ImageSource,
+    Reduce,
     cpu_threads,
     decode_all,
     long_tail_first,
@@ -87,12 +88,12 @@ class RobustLoader:
     def __init__(self, source: ImageSource, strict: bool):
         self.source, self.strict = source, strict
 
-    def __call__(self, index: int) -> tuple[np.ndarray, int]:
+    def __call__(self, index: int, reduce: Reduce = None) -> tuple[np.ndarray, int]:
         first_bad = -1
         for skipped in range(len(self.source)):
             i = (index + skipped) % len(self.source)
             try:
-                return self.source.load(i), first_bad
+                return self.source.load(i, reduce), first_bad
             except BadImage as err:
                 if self.strict:
                     raise UsageError(f"data.strict: unreadable image {err}") from None
@@ -117,16 +118,17 @@ class EvalDataset(Dataset):
         return self.transform(Image.fromarray(image)), label, index
 
 
-def default_workers(cfg: DataConfig, processes_per_node: int, batched: bool = False) -> int:
+def default_workers(cfg: DataConfig, processes_per_node: int,
+                    gather_only: bool = False) -> int:
+    """data.num_workers, or: one worker per core this process may use (BENCHMARKS §3: best
+    when the workers augment; §11: a worker reading JPEGs serves ~100-200 images/s, so a
+    GPU takes every core it can get - no cap); one where the workers only gather uint8
+    images already in memory (batched views of a cached data set)."""
     if cfg.num_workers is not None:
         return cfg.num_workers
-    # Decoded images in memory make augmentation the whole input cost, and augmentation
-    # and compute share the cores: one worker per core per process was measured best,
-    # capped at 8 (benchmarks/BENCHMARKS.md §3).
-    # With batched views on the device a worker only gathers uint8 images: one is enough.
-    if batched:
+    if gather_only:
         return 1
-    return max(1, min(8, cpu_threads() // max(1, processes_per_node)))
+    return max(1, cpu_threads() // max(1, processes_per_node))
 
 
 def eval_dataset(cfg: Config, split: str, subset: int | None = None,

@@ -20,10 +20,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_bf.config.schema import Config
-from ssl_bf.data.batched_views import BatchedViews, crop_views
+from ssl_bf.data.batched_views import BatchedViews, ViewCrops, loader_boxes
 from ssl_bf.data.counter_rng import mix_seed, seed_all
 from ssl_bf.data.images import ImageSource
-from ssl_bf.data.pipeline import RobustLoader
+from ssl_bf.data.pipeline import RobustLoader, default_workers
 from ssl_bf.data.sampler import GlobalBatchSampler
 from ssl_bf.data.transforms import pretrain_transform
 
@@ -66,8 +66,9 @@ class ImagesDataset(KeyedDataset):
     """key (epoch, index) -> Batch item with the uint8 image (3, H, W).
 
     Images of mixed sizes cannot be stacked: for those (`views` given) each view's random
-    resized crop is cut here, in the worker, with the parameters the device would draw, and
-    the item holds the uint8 crops (V, 3, S, S).
+    resized crop is cut here, in the worker, with the parameters the device would draw - a
+    JPEG decoded only as large as the crops need (ViewCrops) - and the item holds the uint8
+    crops (V, 3, S, S).
     """
 
     def __init__(self, source: ImageSource, seed: int, views: BatchedViews | None = None,
@@ -75,19 +76,46 @@ class ImagesDataset(KeyedDataset):
         super().__init__(source, seed, strict)
         self.views = views
 
-    def __getitem__(self, key) -> Batch:
+    def __getitem__(self, key, known=None) -> Batch:
         epoch, index = key
-        image, bad = self.load(index)
-        image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if self.views is not None:
-            image = crop_views(image, self.views, epoch, index)
-        return Batch(image, epoch, index, bad)
+        crops = None if self.views is None else ViewCrops(self.views, epoch, index, known)
+        image, bad = self.load(index, None if crops is None else crops.reduction)
+        if crops is not None:  # cut from the image in its decoded (HWC) memory
+            image = torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1)
+            return Batch(crops(image), epoch, index, bad)
+        return Batch(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                     epoch, index, bad)
+
+
+    def __getitems__(self, keys: list) -> list[Batch]:
+        """A loader batch at once (torch's DataLoader asks for it so): the crop boxes of all
+        its images are drawn together, from the sizes in their files' headers."""
+        if self.views is None:
+            return [self[key] for key in keys]
+        source, epoch = self.load.source, int(keys[0][0])
+        sizes = [source.size(int(index)) for _, index in keys]
+        boxes = loader_boxes(self.views, epoch, [int(index) for _, index in keys],
+                             [size or (1, 1) for size in sizes])  # unreadable: its replacement's
+        return [self.__getitem__(key, None if size is None else (size, b))
+                for key, size, b in zip(keys, sizes, boxes)]
 
 
 def batched_views(cfg: Config) -> BatchedViews:
     """The device-side view maker with the recipe's lightly transform's parameters."""
     transform = pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug)
     return BatchedViews.from_lightly(transform, cfg.train.seed)
+
+
+def crops_in_loader(cfg: Config, source: ImageSource) -> bool:
+    """Batched views of images of mixed sizes: the loader cuts each view's crop."""
+    return cfg.aug.batched and source.native_size is None
+
+
+def loader_workers(cfg: Config, source: ImageSource, processes_per_node: int) -> int:
+    """default_workers, knowing whether the workers only gather images already in memory."""
+    gather_only = (cfg.aug.batched and source.arrays is not None
+                   and not crops_in_loader(cfg, source))
+    return default_workers(cfg.data, processes_per_node, gather_only)
 
 
 def ignore_stop_signals(_worker_id: int) -> None:
@@ -106,7 +134,7 @@ class PretrainInput:
         self.device, self.channels_last = device, cfg.train.channels_last
         self.batched = batched_views(cfg) if cfg.aug.batched else None
         if self.batched is not None:
-            crop_here = self.batched if source.native_size is None else None
+            crop_here = self.batched if crops_in_loader(cfg, source) else None
             dataset = ImagesDataset(source, cfg.train.seed, crop_here, cfg.data.strict)
         else:
             transform = pretrain_transform(cfg.method.name, cfg.data.image_size, cfg.aug)

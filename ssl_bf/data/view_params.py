@@ -18,6 +18,7 @@ from lightly.transforms.gaussian_blur import GaussianBlur
 from lightly.transforms.solarize import RandomSolarization
 
 CROP_ATTEMPTS = 10  # torchvision RandomResizedCrop.get_params
+CROP_DRAWS = CROP_ATTEMPTS * 4  # the first draws of a view: its crop box's
 # crop, flip, jitter (p, 4 factors, 4 order keys), grey, blur (p, sigma), solarize
 DRAWS = CROP_ATTEMPTS * 4 + 1 + 9 + 1 + 2 + 1
 
@@ -129,7 +130,7 @@ def sample_params(spec: ViewSpec, u: torch.Tensor, height: torch.Tensor,
                   width: torch.Tensor) -> ViewParams:
     """ViewParams from (B, DRAWS) uniforms; height, width: (B,) source image sizes; all on
     u's device, with no value read back to the host."""
-    c = CROP_ATTEMPTS * 4
+    c = CROP_DRAWS
     top, left, h, w = crop_boxes(u[:, :c], height, width, spec.scale, spec.ratio)
     defaults = (1.0, 1.0, 1.0, 0.0)  # no change; hue is a shift
     factors = [_between(u[:, c + 2 + k], r) if r is not None

@@ -17,8 +17,8 @@ import torch
 from ssl_bf.config.derived import make_plan
 from ssl_bf.config.schema import Config
 from ssl_bf.data.bad_images import BadImageLog
-from ssl_bf.data.pipeline import build_source, default_workers, describe_split
-from ssl_bf.data.pretrain_input import Batch, PretrainInput
+from ssl_bf.data.pipeline import build_source, describe_split
+from ssl_bf.data.pretrain_input import Batch, PretrainInput, loader_workers
 from ssl_bf.errors import TrainingFailed
 from ssl_bf.methods import build_method
 from ssl_bf.rundir.run_dir import RunDir
@@ -58,7 +58,7 @@ class Trainer:
         self.source = build_source(cfg.data, "pretrain", cfg.data.subset, cfg.data.imbalance)
         self.plan = make_plan(cfg, self.world, len(self.source))
         self.input = PretrainInput(cfg, self.source, self.rank, self.world,
-                                   default_workers(cfg.data, local_processes(), cfg.aug.batched),
+                                   loader_workers(cfg, self.source, local_processes()),
                                    self.acc.device)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
         self.method = build_method(cfg, self.world)
