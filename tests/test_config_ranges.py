@@ -40,6 +40,7 @@ INVALID = {
     "data.image_size": ("4", "at least 8"),
     "data.num_workers": ("-1", "at least 0"),
     "data.cache_gb": ("-1", "at least 0"),
+    "data.shard_cache_gb": ("0", "positive"),
     "aug.min_scale": ("0", "in (0, 1]"),
     "aug.cj_strength": ("-0.2", "at least 0"),
     "train.epochs": ("0", "at least 1"),

@@ -67,6 +67,7 @@ RANGES: dict[str, Range] = {
     "data.image_size": Range(8),  # smaller crops leave nothing of a 32-px image's content
     "data.num_workers": NON_NEGATIVE,
     "data.cache_gb": NON_NEGATIVE,
+    "data.shard_cache_gb": POSITIVE,
     "aug.min_scale": Range(0, 1, low_open=True),
     "aug.cj_strength": NON_NEGATIVE,
     "train.epochs": COUNT,

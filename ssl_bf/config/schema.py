@@ -96,6 +96,9 @@ class DataConfig:
     cache_gb: float = 8.0  # decode into memory when the decoded set fits (0 = never)
     download: bool = False
     strict: bool = False  # a corrupt image is an error instead of being replaced
+    # Where shards read from a URL are kept, and the cache's cap (data/shard_cache.py)
+    shard_cache: str = "~/.cache/ssl_bf/shards"
+    shard_cache_gb: float = 50.0
 
 
 @dataclass
@@ -106,7 +109,7 @@ class AugConfig:
     solarize: bool = True  # MoCo-v3's solarisation on view 2, or none
     # Views made on the training device as batched tensor ops from uint8 images (same
     # distributions as lightly's PIL transforms, ssl_bf/data/batched_views.py); false =
-    # lightly's PIL transforms in the loader workers. The recipes choose (CIFAR: true).
+    # lightly's PIL transforms in the loader workers. The recipes choose (CIFAR, ImageNet: true).
     batched: bool = False
 
 

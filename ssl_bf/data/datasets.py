@@ -7,6 +7,8 @@ Layouts understood, per data.dataset:
                       unlabeled + train, evaluation train / test
   imagefolder         ROOT/train/<class>/* with ROOT/val or ROOT/test beside it,
                       or ROOT/<class>/* (a training set only)
+  any, in shards      ROOT (a folder or an http(s):// URL) holding train.json / test.json
+                      shard indexes (python -m ssl_bf.data.shard writes them)
 Splits: "pretrain" (what SSL trains on), "train" (labelled, the kNN bank and
 probe training set), "test" (labelled, queries / probe evaluation).
 """
@@ -19,6 +21,8 @@ from torchvision import datasets as tvd
 
 from ssl_bf.config.schema import DataConfig
 from ssl_bf.data.images import ImageSource
+from ssl_bf.data.shard_cache import ShardCache
+from ssl_bf.data.shard_reader import ShardReader, index_location, is_sharded
 from ssl_bf.errors import UsageError
 
 TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python",
@@ -31,6 +35,8 @@ HOW_TO = ("with a network: data.download=true; offline: put torchvision's files 
 
 def open_split(cfg: DataConfig, split: str) -> ImageSource:
     """One split as an ImageSource (not yet subset or cached)."""
+    if is_sharded(cfg.root):
+        return _shards(cfg, split)
     root = Path(cfg.root).expanduser()
     if cfg.dataset == "imagefolder":
         return _imagefolder_split(root, split)
@@ -52,7 +58,8 @@ def fetch(cfg: DataConfig) -> None:
     an ImageFolder tree already there is used as it is). One process per root should call
     this (training/runtime.py's fetch_once) before any opens the data."""
     root = Path(cfg.root).expanduser()
-    if not cfg.download or cfg.dataset not in TORCHVISION_CLASSES or _tree_dir(root, "train"):
+    if (not cfg.download or cfg.dataset not in TORCHVISION_CLASSES or is_sharded(cfg.root)
+            or _tree_dir(root, "train")):
         return
     cls = TORCHVISION_CLASSES[cfg.dataset]
     try:
@@ -63,6 +70,17 @@ def fetch(cfg: DataConfig) -> None:
     except (RuntimeError, OSError) as err:  # no network, a corrupt archive, no space
         raise UsageError(f"data.download: cannot fetch {cfg.dataset} into {root}: "
                          f"{str(err).splitlines()[0]}") from None
+
+
+def _shards(cfg: DataConfig, split: str) -> ImageSource:
+    """A split in shards (data/shard_reader.py): the index read and every shard checked
+    now, the images read by index while training."""
+    reader = ShardReader(index_location(cfg.root, split),
+                         ShardCache(cfg.shard_cache, cfg.shard_cache_gb))
+    reader.check()
+    return ImageSource(labels=reader.labels, classes=reader.classes, shards=reader,
+                       items=list(range(len(reader))), native_size=NATIVE_SIZE.get(cfg.dataset),
+                       description=reader.index)
 
 
 def _tree_dir(root: Path, split: str) -> Path | None:

@@ -8,7 +8,9 @@ sample (or stop, under data.strict).
 """
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -39,11 +41,12 @@ def to_rgb(img: Image.Image) -> np.ndarray:
 Reduce = Optional[Callable[[int, int], int]]
 
 
-def read_image(path: str, reduce: Reduce = None) -> np.ndarray:
-    """A file as (H, W, 3) uint8; a JPEG decoded `reduce(h, w)` times smaller where asked
-    (libjpeg's DCT scaling through PIL's draft; other formats decode whole)."""
+def read_image(path: str, reduce: Reduce = None, data: bytes | None = None) -> np.ndarray:
+    """A file - or, given `data`, those bytes, `path` naming them - as (H, W, 3) uint8; a JPEG
+    decoded `reduce(h, w)` times smaller where asked (libjpeg's DCT scaling through PIL's
+    draft; other formats decode whole)."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             if reduce is not None and (r := reduce(img.height, img.width)) > 1:
                 img.draft(img.mode, (-(-img.width // r), -(-img.height // r)))
             img.load()
@@ -75,11 +78,17 @@ class ImageSource:
     native_size: Optional[int] = None  # all images are native_size^2 (CIFAR, STL)
     bad: set = field(default_factory=set)  # indices found unreadable while caching
     description: str = ""
+    shards: Optional[object] = None  # a ShardReader (data/shard_reader.py) ...
+    items: Optional[list[int]] = None  # ... and the samples of it this source holds
 
     def __len__(self) -> int:
-        return len(self.arrays) if self.arrays is not None else len(self.paths)
+        if self.arrays is not None:
+            return len(self.arrays)
+        return len(self.paths) if self.paths is not None else len(self.items)
 
     def name(self, i: int) -> str:
+        if self.shards is not None:
+            return self.shards.name(self.items[i])
         return self.paths[i] if self.paths is not None else f"{self.description}[{i}]"
 
     def load(self, i: int, reduce: Reduce = None) -> np.ndarray:
@@ -88,7 +97,11 @@ class ImageSource:
             raise BadImage(f"{self.name(i)}: unreadable (found while caching)")
         if self.arrays is not None:
             return self.arrays[i]
-        return conform(read_image(self.paths[i], reduce), self.native_size)
+        if self.shards is not None:
+            image = read_image(self.name(i), reduce, self._shard_bytes(i))
+        else:
+            image = read_image(self.paths[i], reduce)
+        return conform(image, self.native_size)
 
     def size(self, i: int) -> tuple[int, int] | None:
         """(h, w) of image i as stored - from the file's header, nothing decoded - or None
@@ -96,10 +109,17 @@ class ImageSource:
         if self.arrays is not None:
             return None if i in self.bad else tuple(self.arrays[i].shape[:2])
         try:
-            with Image.open(self.paths[i]) as img:
+            data = None if self.shards is None else io.BytesIO(self._shard_bytes(i))
+            with Image.open(self.paths[i] if data is None else data) as img:
                 return img.height, img.width
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        except (BadImage, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             return None
+
+    def _shard_bytes(self, i: int) -> bytes:
+        try:
+            return self.shards.read(self.items[i])
+        except (OSError, tarfile.TarError) as err:
+            raise BadImage(f"{self.name(i)}: {err}") from None
 
     def select(self, indices: np.ndarray) -> "ImageSource":
         pick = [int(i) for i in indices]
@@ -111,7 +131,9 @@ class ImageSource:
             arrays=None if self.arrays is None else _take(self.arrays, pick),
             native_size=self.native_size,
             bad={remap[i] for i in self.bad if i in remap},
-            description=self.description)
+            description=self.description,
+            shards=self.shards,
+            items=None if self.items is None else [self.items[i] for i in pick])
 
 
 def _take(arrays: Sequence[np.ndarray], pick: list[int]):
@@ -164,7 +186,7 @@ def decode_all(source: ImageSource, limit_gb: float, threads: int) -> ImageSourc
 
     def decode(i: int):
         try:
-            return conform(read_image(source.paths[i]), source.native_size)
+            return source.load(i)
         except BadImage:
             return None
 
@@ -176,12 +198,12 @@ def decode_all(source: ImageSource, limit_gb: float, threads: int) -> ImageSourc
     decoded = [placeholder if a is None else a for a in decoded]
     arrays = np.stack(decoded) if len(shapes) == 1 else decoded
     return ImageSource(source.labels, source.classes, source.paths, arrays,
-                       source.native_size, bad, source.description)
+                       source.native_size, bad, source.description, source.shards, source.items)
 
 
 def _probe(source: ImageSource, i: int) -> Optional[np.ndarray]:
     try:
-        return read_image(source.paths[i])
+        return source.load(i)
     except BadImage:
         return None
 
