@@ -15,7 +15,9 @@ worker); PIL decode + two RandomResizedCrops (the crop alone); the crop-in-worke
 ImageNet recipes use (pretrain_input.ImagesDataset: read, decode - reduced by DCT scaling
 where the crops allow -, crop, resize; the rest of each view on the device); the same with
 torchvision.io.decode_jpeg (the same pixels as PIL's, but deprecated since torchvision 0.29 in
-favour of TorchCodec, so not taken); and the crop-in-worker path on the capped copies.
+favour of TorchCodec, so not taken); the crop-in-worker path on the capped copies; and a
+batch of 32 decoded by decode_jpeg on --device (nvJPEG on a GPU, so the loader would only
+read bytes; the CPU decoder elsewhere) with the crops cut there (gpu_check.sh part a).
 """
 from __future__ import annotations
 
@@ -26,10 +28,11 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import sklearn
-import timing  # noqa: F401  (benchmarks/ is sys.path[0]; it puts the repo root on sys.path)
+import timing  # benchmarks/ is sys.path[0]; it puts the repo root on sys.path
 import torch
 from PIL import Image
 from torchvision.io import decode_jpeg
@@ -73,7 +76,7 @@ def source(paths: list[str]) -> ImageSource:
 BATCH = 32  # images a loader call gets (a worker's batch; the boxes are drawn per call)
 
 
-def paths_to_time(folder: str) -> dict:
+def paths_to_time(folder: str, device: torch.device) -> dict:
     """name -> fn() making the two views of BATCH images (cycling over the photos)."""
     full = write_photos(folder, None)
     keys = [(0, i % len(full)) for i in range(BATCH)]
@@ -92,7 +95,17 @@ def paths_to_time(folder: str) -> dict:
                     decode_jpeg(files[i]).permute(1, 2, 0).contiguous().permute(2, 0, 1))
                 for (_, i), size, b in zip(keys, sizes, boxes)]
 
+    def on_device():  # nvJPEG on CUDA: the worker hands over bytes, the GPU decodes and crops
+        images = decode_jpeg([files[i] for _, i in keys], device=device)
+        sizes = [tuple(image.shape[1:]) for image in images]
+        boxes = loader_boxes(views, 0, [i for _, i in keys], sizes)
+        crops = [ViewCrops(views, 0, i, (size, b))(image.float())
+                 for (_, i), size, b, image in zip(keys, sizes, boxes, images)]
+        timing.sync(device)
+        return crops
+
     return {
+        f"decode_jpeg on {device.type}, 32 a call, + crops there": on_device,
         "PIL decode only": lambda: [read_image(full[i]) for _, i in keys],
         "decode_jpeg only (torchvision.io)": lambda: [decode_jpeg(files[i]) for _, i in keys],
         "today: PIL + lightly's transform, 2 views": lambda: [lightly[k] for k in keys],
@@ -133,10 +146,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--device", default=None, help="for the decode_jpeg row (default: "
+                        "cuda when there is one, so nvJPEG; else the CPU decoder)")
+    parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)  # per core
+    # torchvision 0.29 deprecates its decoders (TorchCodec replaces them); measured all the same
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     with tempfile.TemporaryDirectory() as folder:
-        paths = paths_to_time(folder)
+        paths = paths_to_time(folder, timing.pick_device(args.device))
         rates = {name: [] for name in paths}
         for _ in range(args.rounds):
             for name, fn in paths.items():
@@ -152,7 +170,12 @@ def main() -> None:
               f"{rows[name]['cores_for_3000_pairs_per_s']}")
     share = reducible_share()
     print("share of images a reduced (DCT-scaled) decode serves, by stored size:", share)
-    print(json.dumps({"rates": rows, "reducible_share": share, "rounds": args.rounds}))
+    result = {"rates": rows, "reducible_share": share, "rounds": args.rounds,
+              "device": timing.describe_device(timing.pick_device(args.device))}
+    print(json.dumps(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

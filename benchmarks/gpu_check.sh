@@ -7,7 +7,8 @@
 #
 #   part a (<= 4 min): every recipe 20 steps in bf16 on CUDA; end-to-end image pairs/s of
 #          batched views vs PIL workers vs lightly's example loop (full-width ResNet-18,
-#          CIFAR-10) and the 200-epoch wall time they imply; a kNN evaluation on GPU features.
+#          CIFAR-10) and the 200-epoch wall time they imply; a kNN evaluation on GPU features;
+#          JPEG decode per loader core at 500 x 375 and nvJPEG on the GPU (~25 s).
 #   part b (<= 7 min): mocov3, mocov3_bf and mocov3_bf_authors side by side on the full
 #          CIFAR-10, same seed, EPOCHS epochs each (default 8) after a 1-epoch warmup (the
 #          recipes' 10 would outlast the run), kNN at the end.
@@ -40,12 +41,12 @@ if [ "${QUICK:-0}" = 1 ]; then
     SMALL_R50=(model.width=0.25 method.proj_hidden=64 method.pred_hidden=64)
     SMALL_VIT=(model.vit_depth=1 method.proj_hidden=64 method.pred_hidden=64)
     E2E=(--width 0.25 --batch 32 --steps 2 --log-every 1 --rounds 1 --model-repeats 1)
-    EPOCHS="${EPOCHS:-1}"; B_SET=(train.batch_size=32 "${SMALL[@]}")
+    EPOCHS="${EPOCHS:-1}"; B_SET=(train.batch_size=32 "${SMALL[@]}"); DECODE=(--rounds 1 --seconds 0.1)
 else
     ROOT="${ROOT:-gpu_data/cifar10}"; PREC=bf16; STEPS=20; SUBSET=5120; BATCH=256; IMG=96
     SMALL=(); SMALL_R50=(); SMALL_VIT=()
     E2E=(--width 1.0 --batch 256 --steps 30 --log-every 5 --rounds 1 --model-repeats 5)
-    EPOCHS="${EPOCHS:-8}"; B_SET=(train.batch_size=512 train.warmup_epochs=1)
+    EPOCHS="${EPOCHS:-8}"; B_SET=(train.batch_size=512 train.warmup_epochs=1); DECODE=(--rounds 2 --seconds 1)
     [ -d "$ROOT/train" ] || "$PY" benchmarks/npz_to_imagefolder.py gpu_data/cifar10_jpeg.npz "$ROOT"
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$OUT/device.txt"
@@ -90,6 +91,14 @@ PYEOF
     run_block "$log" end-to-end end_to_end_block
     echo "== kNN on GPU features (bank: the train split, queries: the test split)" | tee -a "$log"
     run_block "$log" knn knn_block "$trained"
+    echo "== JPEG decode at 500 x 375 (real photos): per loader core, and nvJPEG on the GPU" | tee -a "$log"
+    run_block "$log" decode decode_block
+}
+decode_block() {  # BENCHMARKS §11's table on this machine's cores, plus the decode_jpeg(cuda) row
+    local log="$OUT/gpu_a.txt"
+    "$PY" benchmarks/decode.py "${DECODE[@]}" > "$RUNS/a_decode.log" 2>&1 \
+        || { tail -5 "$RUNS/a_decode.log" | tee -a "$log"; return 1; }
+    grep -v '^{' "$RUNS/a_decode.log" | tee -a "$log"
 }
 
 end_to_end_block() {

@@ -36,6 +36,9 @@ def test_gpu_check_runs_both_parts_on_cpu(tmp_path, cifar_root):
                                    "lightly example loop"}
     assert part_a.count("200 epochs of 50,000 images") == 3
     assert '"knn_top1"' in part_a and "kNN evaluation wall time" in part_a
+    decode = [line for line in part_a.splitlines() if "img/s/core" in line]
+    assert decode[0].startswith("decode_jpeg on cpu, 32 a call") and any(
+        line.startswith("crop in worker (PIL), 500x375") for line in decode)
     knn = [line for line in part_b.splitlines() if "kNN top-1" in line]
     assert [line.split()[0] for line in knn] == ["mocov3", "mocov3_bf", "mocov3_bf_authors"]
     assert {p.name for p in out.iterdir()} >= {"device.txt", "b_mocov3.jsonl",

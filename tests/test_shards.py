@@ -157,3 +157,19 @@ def test_a_corrupt_image_in_a_shard_is_a_bad_image_naming_it(shards, tmp_path):
     with pytest.raises(BadImage, match=r"train-000000.tar#3: "):
         source.load(3)
     assert source.load(4).shape == (32, 32, 3)
+
+
+def test_images_held_as_arrays_are_stored_losslessly(tmp_path):
+    # torchvision's CIFAR files come as arrays: they go into the shards as PNG
+    from ssl_bf.data.images import ImageSource
+    from ssl_bf.data.shard import write_split
+
+    rng = np.random.default_rng(0)
+    arrays = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    source = ImageSource(labels=np.arange(10) % 3, classes=["a", "b", "c"], arrays=arrays,
+                         native_size=32)
+    write_split(source, tmp_path, "train", per_shard=4, short_side=None)
+    back = build_source(DataConfig(root=str(tmp_path)), "train")
+    assert np.array_equal(np.asarray(back.arrays), arrays)
+    assert back.labels.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    assert back.classes == ["a", "b", "c"]
