@@ -85,6 +85,9 @@ def test_a_large_jpeg_is_decoded_smaller_only_where_every_crop_allows(tmp_path):
         gaps.append((ours - ref).abs().mean().item())
         between_views.append((ref[0] - ref[1]).abs().mean().item())
     assert reduced >= 12  # most crops of a 1600 x 1200 photo allow it
+    odd = photo(tmp_path, "china.jpg", 1601, 1199)  # sides that 2 and 4 do not divide
+    for r in (2, 4):
+        assert read_image(odd, lambda h, w: r).shape == (-(-1199 // r), -(-1601 // r), 3)
     # DCT scaling low-passes a little differently from the antialiased resize: a few grey
     # levels on average, against tens between an image's two views
     assert np.mean(gaps) < 3.0 and max(gaps) < 6.0  # measured: 1.55, 3.14 (of 255)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIXTURE, REPO
+from PIL import Image
 from safetensors.torch import load_file
 from test_pretrain_cli import metrics, pretrain
 
@@ -71,6 +72,8 @@ def test_the_converter_writes_wids_indexes_and_the_same_images(shards, tmp_path)
     assert shard_main([str(FIXTURE), str(again), "--per-shard", "64"]) == 0
     assert (again / "train-000002.tar").read_bytes() == (shards / "train-000002.tar").read_bytes()
     assert shard_main([str(FIXTURE), str(again)]) == 2  # DST holds shards already
+    pretrain = json.loads((shards / "pretrain.json").read_text())
+    assert pretrain["shardlist"] == index["shardlist"]  # CIFAR pretrains on its train split
 
 
 def test_shards_over_http_are_cached_within_the_cap(shards, server, tmp_path):
@@ -139,11 +142,21 @@ def test_a_missing_or_truncated_shard_is_one_error_naming_it(shards, tmp_path):
         f"error: data.root: cannot read the shard index {bad}/train.json")
 
 
-def test_urls_that_do_not_answer_are_one_error(server, tmp_path):
+def test_urls_that_do_not_answer_are_one_error(shards, server, tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"cannot read the shard index http://127.0.0.1:9/"):
         build_source(DataConfig(root="http://127.0.0.1:9/cifar10"), "train")
-    with pytest.raises(UsageError, match=r"cannot read the shard index .*nowhere/train.json"):
-        build_source(DataConfig(root=server.replace("cifar10", "nowhere")), "train")
+    with pytest.raises(UsageError, match=r"cannot read the shard index .*nowhere/pretrain"):
+        build_source(DataConfig(root=server.replace("cifar10", "nowhere")), "pretrain")
+    # a shard that goes away during training ends the run with one line (no image is
+    # replaced for it: resume=auto continues once the server answers again)
+    _copy(shards, shards.parent / "going")
+    source = build_source(DataConfig(root=server.replace("cifar10", "going"), cache_gb=0,
+                                     shard_cache=str(tmp_path / "cache")), "train")
+    (shards.parent / "going" / "train-000002.tar").unlink()
+    monkeypatch.setattr("ssl_bf.data.shard_cache.SHARD_TRIES", 1)
+    with pytest.raises(UsageError, match=r"cannot read shard http://.*going/train-000002.tar"):
+        source.load(130)
+    assert source.load(0).shape == (32, 32, 3)
 
 
 def test_a_corrupt_image_in_a_shard_is_a_bad_image_naming_it(shards, tmp_path):
@@ -173,3 +186,37 @@ def test_images_held_as_arrays_are_stored_losslessly(tmp_path):
     assert np.array_equal(np.asarray(back.arrays), arrays)
     assert back.labels.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
     assert back.classes == ["a", "b", "c"]
+
+
+def test_a_corrupt_file_keeps_its_place_and_later_images_keep_their_labels(tmp_path):
+    src = tmp_path / "src" / "train"
+    for c, colour in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
+        (src / c).mkdir(parents=True)
+        for k in range(2):
+            Image.new("RGB", (8, 8), colour).save(src / c / f"{k}.png")
+    (src / "a" / "1z.bmp").write_bytes(b"not a bitmap")  # sorted between a/1.png and b/
+    assert shard_main([str(tmp_path / "src"), str(tmp_path / "dst"), "--dataset",
+                       "imagefolder"]) == 0
+    source = build_source(DataConfig(dataset="imagefolder", root=str(tmp_path / "dst"),
+                                     cache_gb=0), "train")
+    assert source.labels.tolist() == [0, 0, 0, 1, 1]
+    with pytest.raises(BadImage, match=r"train-000000.tar#2"):
+        source.load(2)
+    assert [tuple(source.load(i)[0, 0]) for i in (0, 1, 3, 4)] == [(255, 0, 0)] * 2 + [
+        (0, 0, 255)] * 2
+
+
+def test_the_cache_names_shards_by_url_and_clears_killed_downloads(tmp_path):
+    import os
+
+    from ssl_bf.data.shard_cache import STALE_PART_S, ShardCache, cache_name
+
+    assert cache_name("https://x.org/d/train-000001.tar?sig=abc").endswith("-train-000001.tar")
+    assert cache_name("https://x.org/a/s.tar") != cache_name("https://x.org/b/s.tar")
+    cache = ShardCache(str(tmp_path), 1e-9)
+    old, fresh, keep = (tmp_path / "a.part7", tmp_path / "b.part8", tmp_path / "k.tar")
+    for p in (old, fresh, keep, tmp_path / "other.tar"):
+        p.write_bytes(b"x" * 10)
+    os.utime(old, (0, time.time() - STALE_PART_S - 1))
+    cache._evict(keep=keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.part8", "k.tar"]

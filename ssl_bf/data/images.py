@@ -48,7 +48,8 @@ def read_image(path: str, reduce: Reduce = None, data: bytes | None = None) -> n
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as img:
             if reduce is not None and (r := reduce(img.height, img.width)) > 1:
-                img.draft(img.mode, (-(-img.width // r), -(-img.height // r)))
+                # PIL scales by the largest factor that keeps the image at least this size
+                img.draft(img.mode, (img.width // r, img.height // r))
             img.load()
             arr = to_rgb(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

@@ -5,8 +5,9 @@
         --short-side 320 --per-shard 1000
 
 SRC is read as `data.root` with `data.dataset` = --dataset would read it (an ImageFolder tree,
-torchvision's CIFAR files, ...); DST gets train.json, test.json (when SRC has a test split)
-and the tar shards, in the split's order. A file is stored as its own bytes, so it decodes
+torchvision's CIFAR files, ...); DST gets train.json, test.json (when SRC has a test split),
+pretrain.json (the train shards again; STL-10: its own, train + unlabeled) and the tar
+shards, in the split's order. A file is stored as its own bytes, so it decodes
 to the same pixels; images held as arrays (torchvision's CIFAR files) and formats the reader
 does not take are stored as PNG (lossless). --short-side S stores images whose shorter side
 is longer than S resized to it (bicubic) as JPEG quality 90, as FFCV and many ImageNet
@@ -39,8 +40,8 @@ def encoded(source: ImageSource, i: int, short_side: int | None) -> tuple[bytes,
         return path.read_bytes(), path.suffix.lower()
     try:
         image = Image.fromarray(np.asarray(source.load(i)))
-    except BadImage:  # kept as it is: training replaces it, as it would from the folder
-        return path.read_bytes(), path.suffix.lower() or ".jpg"
+    except BadImage:  # kept as it is, as an image member (one per sample, in order):
+        return path.read_bytes(), ".jpg"  # training replaces it, as from the folder
     out = io.BytesIO()
     if short_side is not None and min(image.size) > short_side:
         scale = short_side / min(image.size)
@@ -73,8 +74,9 @@ def write_split(source: ImageSource, dst: Path, split: str, per_shard: int,
                 _add(tar, f"{i:08d}{ext}", data)
                 _add(tar, f"{i:08d}.cls", str(int(labels[i])).encode())
         shardlist.append({"url": name, "nsamples": len(items),
-                          "filesize": (dst / name).stat().st_size,
-                          "labels": [int(labels[i]) for i in items]})
+                          "filesize": (dst / name).stat().st_size})
+        if source.labels is not None:  # none: an unlabelled split (STL-10's pretraining)
+            shardlist[-1]["labels"] = [int(labels[i]) for i in items]
     index = {"wids_version": 1, "name": split, "classes": list(source.classes),
              "shardlist": shardlist}
     (dst / f"{split}.json").write_text(json.dumps(index))
@@ -98,17 +100,23 @@ def main(argv: list[str] | None = None) -> int:
         dst = Path(args.dst)
         if (dst / "train.json").exists():
             raise UsageError(f"{dst} already holds shards (train.json); choose another DST")
-        train = open_split(DataConfig(dataset=args.dataset, root=args.src), "train")
+        cfg = DataConfig(dataset=args.dataset, root=args.src)
+        train = open_split(cfg, "train")
         try:
-            test = open_split(DataConfig(dataset=args.dataset, root=args.src), "test")
+            test = open_split(cfg, "test")
         except UsageError:
             test = None  # a training set only
+        # what pretraining reads: the train split, except STL-10's (train + unlabeled)
+        pretrain = open_split(cfg, "pretrain") if args.dataset == "stl10" else None
         dst.mkdir(parents=True, exist_ok=True)
-        for split, source in (("train", train), ("test", test)):
+        for split, source in (("train", train), ("test", test), ("pretrain", pretrain)):
             if source is not None:
                 index = write_split(source, dst, split, args.per_shard, args.short_side)
                 print(f"{split}: {len(source)} images in {len(index['shardlist'])} shards "
                       f"-> {dst}/{split}.json")
+        if pretrain is None:  # the train shards, listed again
+            index = json.loads((dst / "train.json").read_text())
+            (dst / "pretrain.json").write_text(json.dumps({**index, "name": "pretrain"}))
     except (UsageError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Data sets in shards: WebDataset tar files listed by a wids index, on disk or over HTTP(S).
 
 What `python -m ssl_bf.data.shard` writes, and what `data.root` takes when it is a URL or a
-folder with a `train.json`: per split an index `train.json` / `test.json`
+folder with a `train.json`: per split an index `pretrain.json` / `train.json` / `test.json`
 
     {"wids_version": 1, "name": "train", "classes": [...],
      "shardlist": [{"url": "train-000000.tar", "nsamples": 1000, "filesize": 123456,
@@ -31,7 +31,9 @@ from ssl_bf.data.shard_cache import ShardCache, fetch_bytes, is_url, remote_size
 from ssl_bf.errors import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
-INDEX = {"pretrain": "train.json", "train": "train.json", "test": "test.json"}
+# STL-10 pretrains on more than its labelled train split: the converter writes pretrain.json
+# for every data set (for most, it lists the train shards again)
+INDEX = {"pretrain": "pretrain.json", "train": "train.json", "test": "test.json"}
 
 
 def is_sharded(root: str) -> bool:
@@ -71,7 +73,7 @@ class ShardReader:
             if have is None:
                 raise UsageError(f"data.root: shard {url} (listed in {self.index}) is missing "
                                  "or does not answer")
-            if want >= 0 and have != want:
+            if want >= 0 and have >= 0 and have != want:  # -1: the server does not say
                 raise UsageError(f"data.root: shard {url} has {have} bytes, its index "
                                  f"{self.index} says {want} (truncated or replaced?)")
 
@@ -84,14 +86,23 @@ class ShardReader:
         return f"{self.urls[shard]}#{k}"
 
     def read(self, i: int) -> bytes:
-        """The image file of sample i; OSError / tarfile.TarError where the shard is bad."""
+        """The image file of sample i. A shard that cannot be fetched, or that does not hold
+        what its index says, is a UsageError (one line, the run ends and resumes later); a
+        shard whose tar is corrupt raises tarfile.TarError / OSError, as a bad image does."""
         shard, k = self.locate(i)
-        with self.cache.open(self.urls[shard], self.sizes[shard]) as f:
+        url = self.urls[shard]
+        try:
+            f = self.cache.open(url, self.sizes[shard])
+        except OSError as err:
+            raise UsageError(f"data.root: cannot read shard {url}: {err}") from None
+        with f:
             members = self._members.get(shard)
             if members is None:
                 members = self._members[shard] = _image_members(f)
-            if k >= len(members):
-                raise OSError(f"shard holds {len(members)} images, the index says more")
+                if len(members) != self.starts[shard + 1] - self.starts[shard]:
+                    raise UsageError(f"data.root: shard {url} holds {len(members)} images, "
+                                     f"its index {self.index} says "
+                                     f"{self.starts[shard + 1] - self.starts[shard]}")
             _, offset, size = members[k]
             f.seek(offset)
             data = f.read(size)
