@@ -76,7 +76,8 @@ def test_the_converter_writes_wids_indexes_and_the_same_images(shards, tmp_path)
     assert pretrain["shardlist"] == index["shardlist"]  # CIFAR pretrains on its train split
 
 
-def test_shards_over_http_are_cached_within_the_cap(shards, server, tmp_path):
+def test_shards_over_http_are_cached_within_the_cap(shards, server, tmp_path, monkeypatch):
+    monkeypatch.setattr("ssl_bf.data.shard_cache.IN_USE_S", 0.0)  # one reader: evict at once
     cache = tmp_path / "cache"
     cfg = DataConfig(root=server, cache_gb=0, shard_cache=str(cache),
                      shard_cache_gb=200_000 / 2**30)  # a bit more than one 174-KB shard
@@ -91,8 +92,9 @@ def test_shards_over_http_are_cached_within_the_cap(shards, server, tmp_path):
 def test_training_from_shards_equals_the_folder_and_resumes_exactly_after_kill_9(
         tmp_path, shards, server):
     """The folder's run, straight; the same run from the shards over HTTP (read lazily in two
-    loader workers, the cache holding about one shard), killed -9 after a mid-epoch
-    checkpoint and resumed: the same loss rows and the same weights."""
+    loader workers, the cache capped at about one shard - two workers' shards in use pass
+    it -), killed -9 after a mid-epoch checkpoint and resumed: the same loss rows and the
+    same weights."""
     args = ["recipe=mocov3", "train.epochs=2", "data.subset=128", "train.checkpoint_every=3",
             "data.cache_gb=0", "data.num_workers=2"]  # 4 steps an epoch
     straight = tmp_path / "folder"
@@ -218,5 +220,6 @@ def test_the_cache_names_shards_by_url_and_clears_killed_downloads(tmp_path):
     for p in (old, fresh, keep, tmp_path / "other.tar"):
         p.write_bytes(b"x" * 10)
     os.utime(old, (0, time.time() - STALE_PART_S - 1))
+    os.utime(tmp_path / "other.tar", (0, time.time() - 60))  # not in use
     cache._evict(keep=keep)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.part8", "k.tar"]

@@ -5,12 +5,12 @@ A shard on an HTTP(S) server is downloaded whole, once, into `data.shard_cache` 
 that want it together download it once; it is streamed to a part file and renamed into
 place only when complete and of the size its index gives. When the cache outgrows
 `data.shard_cache_gb`, the shards used longest ago are deleted (a later read downloads them
-again). The cap should hold the shards a node reads at once - about one per loader worker
-per process - or the cache keeps re-downloading; with the global sampler's random order
-every shard is read each epoch, so a cap below the data set's size downloads it once per
-epoch. A shard that cannot be fetched after a few tries ends the run with one error line
-(train.resume=auto continues once the server answers); it is not papered over by
-replacing its images.
+again), except those used in the last IN_USE_S seconds. The cap should hold the shards a
+node reads at once - about one per loader worker per process - or the cache keeps
+re-downloading; with the global sampler's random order every shard is read each epoch, so a
+cap below the data set's size downloads it once per epoch. A shard that cannot be fetched
+after a few tries ends the run with one error line (train.resume=auto continues once the
+server answers); it is not papered over by replacing its images.
 """
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ TIMEOUT_S = 60
 SHARD_TRIES = 4  # waits of 1, 4 and 16 s between them: a blip of the server is ridden out
 INDEX_TRIES = 2  # before training, a wrong URL should not keep the user waiting
 STALE_PART_S = 3600  # a part file this old was left by a killed download
+# A shard fetched or read this recently is not evicted: another worker may be about to open
+# it (an open file survives eviction, a path does not). The cap can so be passed by the
+# shards in use at that moment.
+IN_USE_S = 30.0
 NETWORK_ERRORS = (OSError, http.client.HTTPException)  # IncompleteRead is not an OSError
 
 
@@ -144,9 +148,9 @@ class ShardCache:
             except FileNotFoundError:
                 continue
         total = sum(size for _, size, _ in shards)
-        for _, size, p in sorted(shards):
-            if total <= self.cap:
-                break
+        for mtime, size, p in sorted(shards):
+            if total <= self.cap or now - mtime < IN_USE_S:
+                break  # oldest first: the rest are in use too
             if p != keep:
                 total -= size
                 p.unlink(missing_ok=True)
