@@ -64,7 +64,14 @@ def test_roles_partition_the_trainable_parameters_and_batchformer_is_its_own(nam
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_a_frozen_batchformer_takes_no_role(name):
     _, m = method(name, "bf.enabled=true", "bf.trainable=false")
-    assert m.param_roles()["batchformer"] == [] and m.batchformer is not None
+    roles = m.param_roles()
+    frozen = list(m.batchformer.parameters())
+    assert len(frozen) > 0 and not any(p.requires_grad for p in frozen)
+    assert len(roles["batchformer"]) == 0
+    # every trainable parameter is the encoder's, and none of the frozen layer's is
+    trainable = {id(p) for p in m.parameters() if p.requires_grad}
+    assert {id(p) for p in roles["encoder"]} == trainable
+    assert trainable.isdisjoint(id(p) for p in frozen)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
