@@ -13,7 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ssl_bf.config.schema import AugConfig
 from ssl_bf.data.batched_ops import blur_kernel_size
-from ssl_bf.data.batched_views import BatchedViews, apply_view, crop_views, view_params
+from ssl_bf.data.batched_views import BatchedViews, ViewCrops, apply_view, view_params
 from ssl_bf.data.transforms import pretrain_transform
 from ssl_bf.data.view_params import ViewSpec, spec_from_lightly
 
@@ -188,7 +188,7 @@ def test_images_of_mixed_sizes_are_cropped_in_the_loader_as_the_device_would():
     images = torch.randint(0, 256, (6, 3, 48, 48), dtype=torch.uint8, generator=g)
     index = torch.arange(20, 26)
     on_device = views(images, index, epoch=1)
-    pairs = torch.stack([crop_views(images[i], views, 1, int(index[i])) for i in range(6)])
+    pairs = torch.stack([ViewCrops(views, 1, int(index[i]))(images[i]) for i in range(6)])
     assert pairs.shape == (6, 2, 3, 32, 32) and pairs.dtype == torch.uint8
     in_loader = views(pairs, index, epoch=1)
     for a, b in zip(on_device, in_loader):

@@ -36,7 +36,7 @@ def view_params(spec: ViewSpec, seed: int, epoch: int, view: int, index: torch.T
 def apply_view(images: torch.Tensor, p: ViewParams, spec: ViewSpec,
                cropped: bool = False) -> torch.Tensor:
     """uint8 or [0, 1] float (B, 3, H, W) -> the normalised float (B, 3, size, size) view;
-    `cropped`: the images are already each view's crop (crop_views)."""
+    `cropped`: the images are already each view's crop (ViewCrops)."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     if cropped:  # the crop was cut in the loader: only the flip is left (the resize would be
         # the identity)
@@ -66,7 +66,7 @@ class BatchedViews:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, index: torch.Tensor, epoch: int) -> list[torch.Tensor]:
-        """images: uint8 (B, 3, H, W), or (B, V, 3, S, S) crops already cut by crop_views."""
+        """images: uint8 (B, 3, H, W), or (B, V, 3, S, S) crops already cut by ViewCrops."""
         views = []
         for v, spec in enumerate(self.specs):
             x = images if images.dim() == 4 else images[:, v]
@@ -106,9 +106,9 @@ class ViewCrops:
     `reduction(h, w)` is asked with a file's stored size before it is decoded: the largest
     power-of-two reduction at which every box still spans at least its output size, so a JPEG
     can be decoded that much smaller (DCT scaling) and the crops are then only resized down or
-    kept, as from the full image; decoding the least is most of the loader's saving
-    (benchmarks/BENCHMARKS.md §11). Images given whole (in memory, or formats without DCT
-    scaling) are cut as they are.
+    kept, as from the full image (at ImageNet's ~500 x 375 a 224-px crop never allows it; at
+    twice that size most do: benchmarks/BENCHMARKS.md §11). Images given whole (in memory,
+    or formats without DCT scaling) are cut as they are.
     """
 
     def __init__(self, views: BatchedViews, epoch: int, index: int,
@@ -151,8 +151,3 @@ class ViewCrops:
             crops.append(F.interpolate(box, size=(spec.size, spec.size), mode="bilinear",
                                        antialias=True, align_corners=False))
         return torch.cat(crops).contiguous()
-
-
-def crop_views(image: torch.Tensor, views: BatchedViews, epoch: int, index: int) -> torch.Tensor:
-    """uint8 (3, H, W) -> uint8 (V, 3, S, S): ViewCrops of an image already decoded."""
-    return ViewCrops(views, epoch, index)(image)
