@@ -223,3 +223,33 @@ def test_the_cache_names_shards_by_url_and_clears_killed_downloads(tmp_path):
     os.utime(tmp_path / "other.tar", (0, time.time() - 60))  # not in use
     cache._evict(keep=keep)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.part8", "k.tar"]
+
+
+def test_large_photos_in_shards_give_the_folders_crops_from_a_header_read(tmp_path):
+    # the loader reads an image's size from its first 64 KB; a 1000 x 750 real photo is larger
+    import os
+
+    import sklearn
+
+    from ssl_bf.config.schema import AugConfig
+    from ssl_bf.data.batched_views import BatchedViews
+    from ssl_bf.data.pretrain_input import ImagesDataset
+    from ssl_bf.data.transforms import pretrain_transform
+
+    src = tmp_path / "src" / "train" / "c"
+    src.mkdir(parents=True)
+    photo = Image.open(os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images",
+                                    "flower.jpg")).convert("RGB")
+    for k, size in enumerate([(1000, 750), (750, 1000), (500, 375)]):
+        photo.resize(size).save(src / f"{k}.jpg", quality=95)
+    assert (src / "0.jpg").stat().st_size > 1 << 16
+    assert shard_main([str(tmp_path / "src"), str(tmp_path / "dst"), "--dataset",
+                       "imagefolder"]) == 0
+    cfg = {"dataset": "imagefolder", "cache_gb": 0}
+    folder = build_source(DataConfig(root=str(tmp_path / "src"), **cfg), "train")
+    sharded = build_source(DataConfig(root=str(tmp_path / "dst"), **cfg), "train")
+    assert [sharded.size(i) for i in range(3)] == [(750, 1000), (1000, 750), (375, 500)]
+    views = BatchedViews.from_lightly(pretrain_transform("mocov3", 224, AugConfig()), seed=2)
+    keys = [(1, 0), (1, 1), (1, 2)]
+    a, b = (ImagesDataset(s, 2, views).__getitems__(keys) for s in (folder, sharded))
+    assert all(torch.equal(x.images, y.images) for x, y in zip(a, b))

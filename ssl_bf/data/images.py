@@ -37,6 +37,7 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+HEADER_BYTES = 1 << 16  # where an image file's size is read from (EXIF included, mostly)
 # reduce(h, w) -> 1, 2, 4 or 8: asked with a file's stored size before it is decoded
 Reduce = Optional[Callable[[int, int], int]]
 
@@ -110,15 +111,17 @@ class ImageSource:
         if self.arrays is not None:
             return None if i in self.bad else tuple(self.arrays[i].shape[:2])
         try:
-            data = None if self.shards is None else io.BytesIO(self._shard_bytes(i))
+            # a header is enough for the size (PIL reads no further); where it lies beyond
+            # HEADER_BYTES, PIL fails and the caller draws this image's boxes on its own
+            data = None if self.shards is None else io.BytesIO(self._shard_bytes(i, HEADER_BYTES))
             with Image.open(self.paths[i] if data is None else data) as img:
                 return img.height, img.width
         except (BadImage, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             return None
 
-    def _shard_bytes(self, i: int) -> bytes:
+    def _shard_bytes(self, i: int, limit: int | None = None) -> bytes:
         try:
-            return self.shards.read(self.items[i])
+            return self.shards.read(self.items[i], limit)
         except (OSError, tarfile.TarError) as err:
             raise BadImage(f"{self.name(i)}: {err}") from None
 
