@@ -17,8 +17,8 @@
 # fails is reported as FAILED in the part's summary and the rest still runs.
 #
 # QUICK=1 runs both parts on this machine's CPU with tiny settings on the repository's
-# 300-image fixture (tests/test_gpu_check.py, with RECIPES cut to one CIFAR and one ImageNet
-# recipe to keep the suite short), so the script cannot fail on a typo.
+# 300-image fixture (tests/test_gpu_check.py, with RECIPES and B_RECIPES, part b's, cut to a
+# failing name and one recipe each to keep the suite short), so the script cannot fail on a typo.
 # Summaries go to $OUT (the device tool's folder that comes back; ./gpu_out elsewhere).
 set -uo pipefail  # no -e: a failing block is reported (run_block) and the rest goes on
 cd "$(dirname "$0")/.."
@@ -126,7 +126,7 @@ part_b() {
     local log="$OUT/gpu_b.txt"; : > "$log"
     rm -rf "$RUNS"/b_*  # a rerun on a warm machine starts clean
     echo "== one GPU-scale point: $EPOCHS epochs each, same seed, precision $PREC" | tee -a "$log"
-    for recipe in mocov3 mocov3_bf mocov3_bf_authors; do
+    for recipe in ${B_RECIPES:-mocov3 mocov3_bf mocov3_bf_authors}; do
         local t0; t0=$(seconds)
         "$PY" ssl_bf/pretrain.py "recipe=$recipe" "data.root=$ROOT" "train.epochs=$EPOCHS" \
             "train.precision=$PREC" "knn.every=$EPOCHS" aug.batched=true train.seed=0 \

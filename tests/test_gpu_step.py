@@ -47,7 +47,7 @@ def meta_views(cfg, n: int = 32) -> list[torch.Tensor]:
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_a_step_of_every_recipe_makes_no_host_sync(recipe):
     step, cfg = meta_step(recipe)
-    for i in range(3):  # the first makes the momentum buffers; queue and EMA run every step
+    for i in range(2):  # the first makes the momentum buffers, the second uses them
         result = step([meta_views(cfg)], 1, lr=0.1, momentum=0.99, step=i + 1)
         assert result.check is None and result.applied
     assert result.outputs[0].loss.device.type == "meta"
@@ -197,5 +197,5 @@ def test_a_compiled_step_gives_the_eager_loss():
         for i, views in enumerate(batches):
             torch.manual_seed(100 + i)
             losses[mode].append(float(step([views], 1, lr=0.1, momentum=0.99, step=i + 1)
-                                      .outputs[0].loss))
+                                      .outputs[0].loss.detach()))
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
