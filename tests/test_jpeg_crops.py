@@ -2,6 +2,7 @@
 ones the device would draw, a JPEG is decoded smaller only where every crop allows it, and
 the crops match torchvision's from the fully decoded image. The photos are real: the JPEG
 photographs scikit-learn ships (640 x 427), stored at the sizes a loader meets."""
+import builtins
 import os
 
 import numpy as np
@@ -106,6 +107,32 @@ def test_crops_are_the_same_with_and_without_workers_and_one_by_one(tmp_path):
     # the loader draws a batch's boxes at once (__getitems__): the same crops as one by one
     one_by_one = torch.stack([dataset[key].images for key in next(iter(sampler))])
     assert torch.equal(runs[0][0], one_by_one)
+
+
+def test_a_loader_batch_reads_each_file_once(tmp_path, monkeypatch):
+    """Its size (for the batch's boxes) and its pixels come from one read; an unreadable file
+    among them is still replaced by the next readable image and reported."""
+    paths = [photo(tmp_path, "china.jpg", w, h) for w, h in [(500, 375), (1000, 750), (300, 260)]]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    paths.insert(1, str(broken))
+    dataset = ImagesDataset(ImageSource(None, [], paths=paths), seed=5, views=imagenet_views())
+    keys = [(1, i) for i in range(len(paths))]
+    one_by_one = [dataset[key] for key in keys]
+    opened, real_open = [], builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    batch = dataset.__getitems__(keys)
+    monkeypatch.undo()
+    readable = [p for p in paths if p != str(broken)]
+    # once each, and once more the image that stands in for the broken one (the next one)
+    assert sorted(p for p in opened if p in readable) == sorted(readable + [paths[2]])
+    assert [int(b.bad) for b in batch] == [-1, 1, -1, -1]
+    assert all(torch.equal(b.images, a.images) for a, b in zip(one_by_one, batch))
 
 
 def test_loader_workers_follow_what_the_workers_do(tmp_path, monkeypatch):

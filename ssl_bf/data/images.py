@@ -93,28 +93,42 @@ class ImageSource:
             return self.shards.name(self.items[i])
         return self.paths[i] if self.paths is not None else f"{self.description}[{i}]"
 
-    def load(self, i: int, reduce: Reduce = None) -> np.ndarray:
-        """Image i; `reduce` (read_image's) applies to files, not to images in memory."""
+    def load(self, i: int, reduce: Reduce = None, data: bytes | None = None) -> np.ndarray:
+        """Image i; `reduce` (read_image's) applies to files, not to images in memory. `data`:
+        its stored bytes where the caller has read them already (stored)."""
         if i in self.bad:
             raise BadImage(f"{self.name(i)}: unreadable (found while caching)")
         if self.arrays is not None:
             return self.arrays[i]
-        if self.shards is not None:
-            image = read_image(self.name(i), reduce, self._shard_bytes(i))
-        else:
-            image = read_image(self.paths[i], reduce)
-        return conform(image, self.native_size)
+        if data is None and self.shards is not None:
+            data = self._shard_bytes(i)
+        return conform(read_image(self.name(i), reduce, data), self.native_size)
 
-    def size(self, i: int) -> tuple[int, int] | None:
-        """(h, w) of image i as stored - from the file's header, nothing decoded - or None
-        where it cannot be read (load says why)."""
+    def stored(self, i: int) -> bytes | None:
+        """Image i's bytes as stored (a file, a shard's member): read once where both its size
+        and its pixels are needed (a loader batch's crops); None for images in memory or
+        where they cannot be read (load says why)."""
+        if self.arrays is not None or i in self.bad:
+            return None
+        try:
+            if self.shards is not None:
+                return self._shard_bytes(i)
+            with open(self.paths[i], "rb") as f:
+                return f.read()
+        except (BadImage, OSError):
+            return None
+
+    def size(self, i: int, data: bytes | None = None) -> tuple[int, int] | None:
+        """(h, w) of image i as stored - from the file's header (of `data` where given),
+        nothing decoded - or None where it cannot be read (load says why)."""
         if self.arrays is not None:
             return None if i in self.bad else tuple(self.arrays[i].shape[:2])
         try:
             # a header is enough for the size (PIL reads no further); where it lies beyond
             # HEADER_BYTES, PIL fails and the caller draws this image's boxes on its own
-            data = None if self.shards is None else io.BytesIO(self._shard_bytes(i, HEADER_BYTES))
-            with Image.open(self.paths[i] if data is None else data) as img:
+            if data is None and self.shards is not None:
+                data = self._shard_bytes(i, HEADER_BYTES)
+            with Image.open(self.paths[i] if data is None else io.BytesIO(data)) as img:
                 return img.height, img.width
         except (BadImage, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             return None

@@ -88,12 +88,14 @@ class RobustLoader:
     def __init__(self, source: ImageSource, strict: bool):
         self.source, self.strict = source, strict
 
-    def __call__(self, index: int, reduce: Reduce = None) -> tuple[np.ndarray, int]:
+    def __call__(self, index: int, reduce: Reduce = None,
+                 data: bytes | None = None) -> tuple[np.ndarray, int]:
+        """`data`: image `index`'s stored bytes, where the caller read them already."""
         first_bad = -1
         for skipped in range(len(self.source)):
             i = (index + skipped) % len(self.source)
             try:
-                return self.source.load(i, reduce), first_bad
+                return self.source.load(i, reduce, data if skipped == 0 else None), first_bad
             except BadImage as err:
                 if self.strict:
                     raise UsageError(f"data.strict: unreadable image {err}") from None

@@ -76,10 +76,10 @@ class ImagesDataset(KeyedDataset):
         super().__init__(source, seed, strict)
         self.views = views
 
-    def __getitem__(self, key, known=None) -> Batch:
+    def __getitem__(self, key, known=None, data: bytes | None = None) -> Batch:
         epoch, index = key
         crops = None if self.views is None else ViewCrops(self.views, epoch, index, known)
-        image, bad = self.load(index, None if crops is None else crops.reduction)
+        image, bad = self.load(index, None if crops is None else crops.reduction, data)
         if crops is not None:  # cut from the image in its decoded (HWC) memory
             image = torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1)
             return Batch(crops(image), epoch, index, bad)
@@ -89,15 +89,18 @@ class ImagesDataset(KeyedDataset):
 
     def __getitems__(self, keys: list) -> list[Batch]:
         """A loader batch at once (torch's DataLoader asks for it so): the crop boxes of all
-        its images are drawn together, from the sizes in their files' headers."""
+        its images are drawn together, from the sizes in their files' headers. Each file is
+        read once, for its size and its pixels."""
         if self.views is None:
             return [self[key] for key in keys]
         source, epoch = self.load.source, int(keys[0][0])
-        sizes = [source.size(int(index)) for _, index in keys]
-        boxes = loader_boxes(self.views, epoch, [int(index) for _, index in keys],
+        index = [int(i) for _, i in keys]
+        stored = [source.stored(i) for i in index]
+        sizes = [source.size(i, data) for i, data in zip(index, stored)]
+        boxes = loader_boxes(self.views, epoch, index,
                              [size or (1, 1) for size in sizes])  # unreadable: its replacement's
-        return [self.__getitem__(key, None if size is None else (size, b))
-                for key, size, b in zip(keys, sizes, boxes)]
+        return [self.__getitem__(key, None if size is None else (size, b), data)
+                for key, size, b, data in zip(keys, sizes, boxes, stored)]
 
 
 def batched_views(cfg: Config) -> BatchedViews:
