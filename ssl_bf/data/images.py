@@ -37,7 +37,6 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-HEADER_BYTES = 1 << 16  # where an image file's size is read from (EXIF included, mostly)
 # reduce(h, w) -> 1, 2, 4 or 8: asked with a file's stored size before it is decoded
 Reduce = Optional[Callable[[int, int], int]]
 
@@ -118,24 +117,22 @@ class ImageSource:
         except (BadImage, OSError):
             return None
 
-    def size(self, i: int, data: bytes | None = None) -> tuple[int, int] | None:
-        """(h, w) of image i as stored - from the file's header (of `data` where given),
+    def size(self, i: int, data: bytes | None) -> tuple[int, int] | None:
+        """(h, w) of image i as stored - from the header of `data`, its bytes (stored(i)),
         nothing decoded - or None where it cannot be read (load says why)."""
         if self.arrays is not None:
             return None if i in self.bad else tuple(self.arrays[i].shape[:2])
+        if data is None:
+            return None
         try:
-            # a header is enough for the size (PIL reads no further); where it lies beyond
-            # HEADER_BYTES, PIL fails and the caller draws this image's boxes on its own
-            if data is None and self.shards is not None:
-                data = self._shard_bytes(i, HEADER_BYTES)
-            with Image.open(self.paths[i] if data is None else io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 return img.height, img.width
-        except (BadImage, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             return None
 
-    def _shard_bytes(self, i: int, limit: int | None = None) -> bytes:
+    def _shard_bytes(self, i: int) -> bytes:
         try:
-            return self.shards.read(self.items[i], limit)
+            return self.shards.read(self.items[i])
         except (OSError, tarfile.TarError) as err:
             raise BadImage(f"{self.name(i)}: {err}") from None
 

@@ -85,8 +85,8 @@ class ShardReader:
         shard, k = self.locate(i)
         return f"{self.urls[shard]}#{k}"
 
-    def read(self, i: int, limit: int | None = None) -> bytes:
-        """The image file of sample i (its first `limit` bytes where given: a header). A shard
+    def read(self, i: int) -> bytes:
+        """The image file of sample i. A shard
         that cannot be fetched, or that does not hold what its index says, is a UsageError
         (one line, the run ends and resumes later); a shard whose tar is corrupt raises
         tarfile.TarError / OSError, as a bad image does."""
@@ -106,8 +106,8 @@ class ShardReader:
                                      f"{self.starts[shard + 1] - self.starts[shard]}")
             _, offset, size = members[k]
             f.seek(offset)
-            data = f.read(size if limit is None else min(size, limit))
-        if limit is None and len(data) != size:
+            data = f.read(size)
+        if len(data) != size:
             raise OSError("shard ends inside this image")
         return data
 
